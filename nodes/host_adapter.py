@@ -1,0 +1,232 @@
+"""The door between ``atomo_core`` and ComfyUI: a ``MotionModule`` becomes ModelPatcher patches.
+
+Everything goes through ComfyUI's public ModelPatcher hooks, on a clone:
+
+- the motion module is its own ``ModelPatcher`` attached with ``set_additional_models``, so ComfyUI loads,
+  offloads and frees it with the UNet;
+- a ``PatcherInjection`` inserts each temporal layer into its UNet block when the UNet is patched and removes
+  it when the UNet is unpatched (weights are loaded and LoRA-patched while ejected, so the UNet's own keys
+  never move); for AnimateDiff v1 and PIA it also wraps the ResBlock/output GroupNorms so they take
+  statistics over all frames of a video, as those modules were trained;
+- a ``forward_timestep_embed`` patch calls the inserted layers with the frame count, derived on every call
+  from the batch and ``transformer_options["cond_or_uncond"]``;
+- a diffusion-model wrapper checks the frame count against the module's limit before any layer runs;
+- ``model_sampling`` is object-patched to the schedule the module was trained with.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import comfy.model_patcher
+import comfy.patcher_extension
+import torch
+from einops import rearrange
+
+from ..atomo_core.errors import AtomoError, FrameLimitError
+from ..atomo_core.formats import FAMILY_LABELS
+from ..atomo_core.motion_module import MotionModule
+from ..atomo_core.temporal_attention import TemporalLayer
+from .model_sampling import patch_model_sampling
+
+log = logging.getLogger("AtomoVideo")
+
+KEY = "atomo_video"
+
+
+class MotionAttachment:
+    """What a MODEL carries once a motion module is attached (``model.get_attachment(KEY)``)."""
+
+    def __init__(self, module: MotionModule, patcher):
+        self.module = module
+        self.patcher = patcher
+        self.frames: int | None = None  # frames per video of the UNet call in progress
+
+    @property
+    def config(self):
+        return self.module.config
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def get_attachment(model) -> MotionAttachment | None:
+    return model.get_attachment(KEY) if hasattr(model, "get_attachment") else None
+
+
+def frames_per_video(batch: int, transformer_options: dict) -> int:
+    """``f = batch // chunks``, chunks being the cond/uncond groups batched into this UNet call."""
+    chunks = len(transformer_options.get("cond_or_uncond") or [0])
+    if batch % chunks:
+        raise AtomoError(f"A batch of {batch} latents cannot be split into {chunks} equal cond/uncond chunks.")
+    return batch // chunks
+
+
+def check_sd15(model, module_name: str) -> None:
+    """Refuse any MODEL that is not an SD-1.5-architecture UNet, naming what it is instead."""
+    base = getattr(model, "model", None)
+    config = getattr(base, "model_config", None)
+    unet_config = getattr(config, "unet_config", {}) or {}
+    unet = getattr(base, "diffusion_model", None)
+    ok = (
+        unet_config.get("context_dim") == 768
+        and unet_config.get("model_channels") == 320
+        and list(unet_config.get("channel_mult", [])) == [1, 2, 4, 4]
+        and unet is not None
+        and len(getattr(unet, "input_blocks", [])) == 12
+        and len(getattr(unet, "output_blocks", [])) == 12
+    )
+    if not ok:
+        kind = type(config).__name__ if config is not None else type(base).__name__
+        raise AtomoError(
+            f"'{module_name}' is an SD-1.5 motion module, but the MODEL connected is {kind}. Connect the MODEL "
+            "of an SD-1.5 checkpoint (or an SD-1.5 finetune/merge)."
+        )
+
+
+def _call_layer(layer, x: torch.Tensor, transformer_options: dict) -> torch.Tensor:
+    frames = frames_per_video(x.shape[0], transformer_options)
+    weight = next(layer.parameters(), None)
+    if weight is not None and (weight.dtype != x.dtype or weight.device != x.device):
+        return layer(x.to(device=weight.device, dtype=weight.dtype), frames).to(device=x.device, dtype=x.dtype)
+    return layer(x, frames)
+
+
+def temporal_layer_handler(layer, x, emb, context, transformer_options, *args, **kwargs):
+    """``forward_timestep_embed_patch`` handler: run an inserted temporal layer on this call's frames."""
+    return _call_layer(layer, x, transformer_options)
+
+
+class FrameGroupNorm(torch.nn.Module):
+    """Wraps a UNet GroupNorm so statistics span all frames of each video (AnimateDiff v1, PIA).
+
+    The wrapped norm keeps its own weights and casting; only the tensor it sees is ``[b, c, f, h, w]``.
+    """
+
+    def __init__(self, norm: torch.nn.Module, attachment: MotionAttachment):
+        super().__init__()
+        self.norm = norm
+        self.attachment = attachment
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = self.attachment.frames
+        if not frames or x.shape[0] % frames:
+            return self.norm(x)
+        y = self.norm(rearrange(x, "(b f) c h w -> b c f h w", f=frames))
+        return rearrange(y, "b c f h w -> (b f) c h w")
+
+
+def _norm_sites(unet):
+    """``(parent, attribute)`` of every ResBlock GroupNorm and of the output norm."""
+    for block in list(unet.input_blocks) + [unet.middle_block] + list(unet.output_blocks):
+        for layer in block:
+            if hasattr(layer, "in_layers") and hasattr(layer, "out_layers"):
+                yield layer.in_layers, "0"
+                yield layer.out_layers, "0"
+    yield unet.out, "0"
+
+
+def _block(unet, block: tuple[str, int]):
+    kind, index = block
+    if kind == "input":
+        return unet.input_blocks[index]
+    if kind == "middle":
+        return unet.middle_block
+    return unet.output_blocks[index]
+
+
+class _Injector:
+    """Inserts the temporal layers into the UNet's block lists and takes them out again."""
+
+    def __init__(self, attachment: MotionAttachment):
+        self.attachment = attachment
+        self.inserted: list[tuple[torch.nn.Module, str]] = []
+        self.wrapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+
+    def inject(self, patcher) -> None:
+        if self.inserted or self.wrapped:
+            return
+        unet = patcher.model.diffusion_model
+        by_block: dict[tuple[str, int], list] = {}
+        for i, (site, layer) in enumerate(self.attachment.module.placements()):
+            by_block.setdefault(site.block, []).append((site.after, f"atomo_{site.kind}_{i}", layer))
+        for block_id, additions in by_block.items():
+            seq = _block(unet, block_id)
+            items = list(seq._modules.items())
+            seq._modules.clear()
+            for position, (key, module) in enumerate(items):
+                seq._modules[key] = module
+                for after, name, layer in additions:
+                    if after == position:
+                        seq._modules[name] = layer
+                        self.inserted.append((seq, name))
+        if self.attachment.config.resnet_norm_across_frames:
+            for parent, attr in _norm_sites(unet):
+                original = parent._modules[attr]
+                parent._modules[attr] = FrameGroupNorm(original, self.attachment)
+                self.wrapped.append((parent, attr, original))
+
+    def eject(self, patcher) -> None:
+        for seq, name in reversed(self.inserted):
+            seq._modules.pop(name, None)
+        for parent, attr, original in reversed(self.wrapped):
+            parent._modules[attr] = original
+        self.inserted.clear()
+        self.wrapped.clear()
+
+
+def _diffusion_model_wrapper(attachment: MotionAttachment):
+    def wrapper(executor, x, *args, **kwargs):
+        transformer_options = args[4] if len(args) > 4 else kwargs.get("transformer_options", {})
+        frames = frames_per_video(x.shape[0], transformer_options)
+        limit = attachment.module.max_frames
+        if limit is not None and frames > limit:
+            raise FrameLimitError(
+                f"'{attachment.module.name}' ({FAMILY_LABELS[attachment.config.family]}) was trained on at most "
+                f"{limit} frames, but this batch has {frames} frames per video. Set the latent batch size (frame "
+                f"count) to {limit} or fewer, or make a longer video with Predict Next Frames, which extends a clip "
+                "segment by segment."
+            )
+        attachment.frames = frames
+        try:
+            return executor(x, *args, **kwargs)
+        finally:
+            attachment.frames = None
+
+    return wrapper
+
+
+def _has_handler(model) -> bool:
+    patches = model.model_options["transformer_options"].get("patches", {})
+    return any(cls is TemporalLayer for cls, _ in patches.get("forward_timestep_embed_patch", []))
+
+
+def attach_motion_module(model, module: MotionModule, apply_sampling: bool = True):
+    """Return a clone of ``model`` (a ComfyUI ModelPatcher) that runs ``module``'s temporal layers.
+
+    A module already attached to ``model`` is replaced. ``apply_sampling`` object-patches
+    ``model_sampling`` to the schedule and prediction type the module was trained with.
+    """
+    check_sd15(model, module.name)
+    clone = model.clone()
+    if get_attachment(clone) is not None:
+        log.info("AtomoVideo: replacing the motion module already attached to this MODEL")
+        clone.remove_injections(KEY)
+        clone.remove_additional_models(KEY)
+        clone.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY)
+    dtype = model.model.manual_cast_dtype or model.model.get_dtype()
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        dtype = torch.float16
+    module.to(dtype=dtype)
+    patcher = comfy.model_patcher.ModelPatcher(module, load_device=model.load_device, offload_device=model.offload_device)
+    attachment = MotionAttachment(module, patcher)
+    injector = _Injector(attachment)
+    clone.set_additional_models(KEY, [patcher])
+    clone.set_injections(KEY, [comfy.patcher_extension.PatcherInjection(injector.inject, injector.eject)])
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, _diffusion_model_wrapper(attachment))
+    if not _has_handler(clone):
+        clone.set_model_forward_timestep_embed_patch((TemporalLayer, temporal_layer_handler))
+    clone.set_attachments(KEY, attachment)
+    if apply_sampling:
+        patch_model_sampling(clone, module.config)
+    return clone

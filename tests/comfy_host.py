@@ -1,0 +1,80 @@
+"""Boot ComfyUI as a library on this machine and load our pack through ComfyUI's own custom-node loader.
+
+``COMFYUI_PATH`` points at a ComfyUI source tree. Tests that need it call ``require_comfyui()`` (a skip with a
+clear reason when no tree is found) and ``boot()``, which returns our package module as ComfyUI loaded it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import sys
+import tempfile
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PACK_NAME = "ComfyUI-AtomoVideo"
+_STATE: dict = {}
+
+
+def comfyui_path() -> pathlib.Path | None:
+    raw = os.environ.get("COMFYUI_PATH")
+    if not raw:
+        return None
+    path = pathlib.Path(raw).expanduser().resolve()
+    return path if (path / "comfy" / "model_patcher.py").is_file() else None
+
+
+def require_comfyui() -> pathlib.Path:
+    path = comfyui_path()
+    if path is None:
+        pytest.skip(
+            "host test: set COMFYUI_PATH to a ComfyUI source tree (>= 0.3.64) to run it; "
+            f"COMFYUI_PATH={os.environ.get('COMFYUI_PATH')!r} has no comfy/model_patcher.py"
+        )
+    return path
+
+
+def boot():
+    """Import ComfyUI (CPU) once and load this repository as the custom node pack ``ComfyUI-AtomoVideo``."""
+    if "pack" in _STATE:
+        return _STATE["pack"]
+    root = require_comfyui()
+    import _torchvision_shim
+
+    _torchvision_shim.install()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    import utils.install_util  # noqa: F401  (as main.py does: ComfyUI's utils package before nodes.py shadows it)
+    from comfy.cli_args import args
+
+    args.cpu = True
+    args.disable_api_nodes = True
+    import comfy.model_management  # noqa: F401  (reads args at import)
+    import folder_paths
+
+    import nodes
+
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="atomo_host_"))
+    for sub in ("output", "temp", "input", "models"):
+        (scratch / sub).mkdir()
+    folder_paths.set_output_directory(str(scratch / "output"))
+    folder_paths.set_temp_directory(str(scratch / "temp"))
+    folder_paths.set_input_directory(str(scratch / "input"))
+    custom = scratch / "custom_nodes"
+    custom.mkdir()
+    link = custom / PACK_NAME
+    link.symlink_to(REPO, target_is_directory=True)
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+    ok = asyncio.run(nodes.load_custom_node(str(link)))
+    assert ok, "ComfyUI failed to load the pack; see the log above"
+    pack = sys.modules[str(link).replace(".", "_x_")]
+    _STATE.update(pack=pack, scratch=scratch)
+    return pack
+
+
+def scratch_dir() -> pathlib.Path:
+    boot()
+    return _STATE["scratch"]

@@ -1,0 +1,124 @@
+"""Temporal attention and temporal convolution against independent references and their definitions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from einops import rearrange
+from reference_animatediff import motion_module_forward
+from weights import animatediff_state_dict, position_encoding
+
+from atomo_core.errors import FrameLimitError
+from atomo_core.temporal_attention import TemporalAttentionLayer, sinusoidal_position_encoding
+from atomo_core.temporal_conv import TemporalConvLayer
+
+PREFIX = "down_blocks.1.motion_modules.0."  # a 640-channel site
+
+
+@pytest.fixture(scope="module")
+def site_weights():
+    full = animatediff_state_dict("v2", seed=3)
+    return {k: v for k, v in full.items() if k.startswith(PREFIX)}
+
+
+def _layer(site_weights, max_frames=32):
+    layer = TemporalAttentionLayer(640, max_frames=max_frames)
+    layer.load_state_dict({k[len(PREFIX):]: v for k, v in site_weights.items() if "pos_encoder" not in k})
+    return layer
+
+
+def _relative(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def test_position_encoding_matches_animatediff_buffer():
+    for length, dim in ((24, 320), (32, 1280), (7, 640)):
+        ours = sinusoidal_position_encoding(length, dim)
+        assert torch.equal(ours, position_encoding(length, dim)[0])
+    pe = sinusoidal_position_encoding(4, 8)
+    assert pe[0, 1].item() == 1.0 and pe[0, 0].item() == 0.0  # position 0: sin 0, cos 0
+    assert pe[3, 0].item() == pytest.approx(torch.sin(torch.tensor(3.0)).item(), abs=1e-6)
+
+
+def test_temporal_attention_matches_original_module(site_weights):
+    torch.manual_seed(0)
+    b, f, h, w = 2, 16, 4, 5
+    video = torch.randn(b, 640, f, h, w)
+    expected = motion_module_forward(video, site_weights, PREFIX)
+    ours = _layer(site_weights)(rearrange(video, "b c f h w -> (b f) c h w"), f)
+    ours = rearrange(ours, "(b f) c h w -> b c f h w", f=f)
+    err = _relative(ours, expected)
+    assert err < 1e-5, err
+    # The weights are sensitive: a one-position shift of the encoding moves the output far beyond the tolerance.
+    shifted = motion_module_forward(video, site_weights, PREFIX, pe_shift=1)
+    assert _relative(shifted, expected) > 1e-2
+    # ... and so does the temporal part as a whole (output differs from the residual-only path).
+    assert _relative(video, expected) > 1e-1
+
+
+def test_wrong_softmax_scale_would_be_seen(site_weights, monkeypatch):
+    torch.manual_seed(1)
+    x = torch.randn(16, 640, 3, 3)
+    layer = _layer(site_weights)
+    good = layer(x, 16)
+    import atomo_core.temporal_attention as ta
+
+    real_sdpa = ta.F.scaled_dot_product_attention
+
+    def sdpa_wrong_scale(q, k, v, **kwargs):
+        return real_sdpa(q, k, v, scale=1.0 / q.shape[-1])
+
+    monkeypatch.setattr(ta.F, "scaled_dot_product_attention", sdpa_wrong_scale)
+    assert _relative(layer(x, 16), good) > 1e-2
+
+
+def test_videos_in_a_batch_do_not_mix(site_weights):
+    torch.manual_seed(2)
+    layer = _layer(site_weights)
+    f = 8
+    a, b = torch.randn(f, 640, 2, 2), torch.randn(f, 640, 2, 2)
+    both = layer(torch.cat([a, b]), f)
+    assert torch.allclose(both[:f], layer(a, f), atol=1e-5)
+    assert torch.allclose(both[f:], layer(b, f), atol=1e-5)
+    # Frames do interact within a video: changing frame 0 changes frame 5's output.
+    a2 = a.clone()
+    a2[0] += torch.randn(640, 2, 2)  # (a constant shift would vanish in the per-frame GroupNorm)
+    assert (layer(a2, f)[5] - layer(a, f)[5]).abs().max() > 1e-3
+
+
+def test_frame_limit_is_refused_with_the_limit_named(site_weights):
+    layer = _layer(site_weights, max_frames=24)
+    with pytest.raises(FrameLimitError, match="at most 24 frames"):
+        layer(torch.randn(25, 640, 1, 1), 25)
+
+
+def test_fresh_temporal_attention_is_identity():
+    layer = TemporalAttentionLayer(320)
+    x = torch.randn(8, 320, 2, 2)
+    assert torch.equal(layer(x, 8), x)
+
+
+def test_temporal_conv_is_identity_when_fresh_and_a_frame_convolution_otherwise():
+    layer = TemporalConvLayer(320)
+    x = torch.randn(2 * 6, 320, 3, 3)
+    assert torch.equal(layer(x, 6), x)
+    torch.manual_seed(3)
+    torch.nn.init.normal_(layer.conv.weight, std=0.05)
+    torch.nn.init.normal_(layer.conv.bias, std=0.05)
+    out = layer(x, 6)
+    # Definition: x + conv1d over frames of silu(groupnorm(x)), zero-padded, for each video separately.
+    h = torch.nn.functional.silu(torch.nn.functional.group_norm(x, 32, layer.norm.weight, layer.norm.bias, 1e-6))
+    video = h.reshape(2, 6, 320, 3, 3)
+    expected = torch.empty_like(video)
+    for v in range(2):
+        padded = torch.nn.functional.pad(video[v], (0, 0, 0, 0, 0, 0, 1, 1))  # pad the frame axis
+        for t in range(6):
+            window = padded[t : t + 3]  # [3, c, h, w]
+            expected[v, t] = torch.einsum("oik,kihw->ohw", layer.conv.weight, window) + layer.conv.bias[:, None, None]
+    expected = expected.reshape(12, 320, 3, 3) + x
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_temporal_conv_rejects_even_kernels():
+    with pytest.raises(ValueError, match="odd"):
+        TemporalConvLayer(320, kernel_size=4)

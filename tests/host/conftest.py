@@ -1,0 +1,37 @@
+"""Host-test fixtures: ComfyUI booted on CPU with this pack loaded, and random real-size SD-1.5 models."""
+
+from __future__ import annotations
+
+import gc
+import importlib
+
+import comfy_host
+import pytest
+
+
+@pytest.fixture(scope="session")
+def pack():
+    comfy_host.require_comfyui()
+    return comfy_host.boot()
+
+
+@pytest.fixture(scope="session")
+def ours(pack):
+    """Our modules as ComfyUI loaded them: ``ours("nodes.host_adapter")``."""
+
+    def get(name: str):
+        return importlib.import_module(f"{pack.__name__}.{name}")
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def sd15(pack):
+    """``(diffusers_unet, comfy_model)``: one random real-size SD-1.5 UNet, in both frameworks."""
+    import sd15_models
+
+    unet = sd15_models.diffusers_sd15_unet(seed=0)
+    model = sd15_models.comfy_model_from_diffusers(unet)
+    yield unet, model
+    del unet, model
+    gc.collect()
