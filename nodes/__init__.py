@@ -5,7 +5,10 @@ from __future__ import annotations
 
 def node_list() -> list:
     from .folders import register_model_folders
-    from .load_motion_module import AtomoLoadMotionModule
 
     register_model_folders()
-    return [AtomoLoadMotionModule]
+    from .image_inject_conditioning import AtomoImageInjectConditioning
+    from .load_motion_module import AtomoLoadMotionModule
+    from .zero_snr_sampler import AtomoZeroSNRVSampler
+
+    return [AtomoLoadMotionModule, AtomoImageInjectConditioning, AtomoZeroSNRVSampler]

@@ -34,12 +34,28 @@ def diffusers_sd15_unet(seed: int = 0):
     return unet.eval().requires_grad_(False)
 
 
-def comfy_model_from_diffusers(unet, dtype=None):
+def comfy_model_from_diffusers(unet, dtype=None, share=True):
+    """The same weights as a ComfyUI MODEL. With ``share`` (fp32 only) the diffusers UNet's parameters are
+    rebound to ComfyUI's tensors afterwards, so the pair costs the memory of one UNet (ComfyUI never writes
+    weights in place: patches replace the parameter and restore the original)."""
     import comfy.sd
+    import comfy.utils
 
     options = {"dtype": dtype} if dtype is not None else {}
     model = comfy.sd.load_diffusion_model_state_dict(unet.state_dict(), model_options=options)
     assert model is not None and type(model.model.model_config).__name__ == "SD15"
+    if share and dtype in (None, torch.float32):
+        comfy_sd = model.model.diffusion_model.state_dict()
+        mapping = comfy.utils.unet_to_diffusers(model.model.model_config.unet_config)
+        params = dict(unet.named_parameters())
+        shared = 0
+        for diffusers_key, ldm_key in mapping.items():
+            target = params.get(diffusers_key)
+            source = comfy_sd.get(ldm_key)
+            if target is not None and source is not None and target.shape == source.shape:
+                target.data = source
+                shared += 1
+        assert shared == len(params), f"shared {shared} of {len(params)} parameters"
     return model
 
 
@@ -75,3 +91,17 @@ def random_controlnet(unet, seed: int = 0):
     sd = cn.state_dict()
     del cn
     return comfy.controlnet.load_controlnet_state_dict(sd)
+
+
+def random_vae(seed: int = 0):
+    """ComfyUI's VAE with random SD-1.5 AutoencoderKL weights (diffusers layout, converted by ComfyUI)."""
+    import comfy.sd
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+    )
+    return comfy.sd.VAE(sd=vae.state_dict())

@@ -9,7 +9,7 @@ frame; we swap those norms for across-frame ones. Nothing else of diffusers is c
 from __future__ import annotations
 
 import torch
-from weights import to_diffusers_motion_adapter
+from weights import position_encoding, to_diffusers_motion_adapter
 
 ADAPTER_CONFIG = {
     "v1": dict(motion_max_seq_length=24, use_motion_mid_block=False),
@@ -50,27 +50,33 @@ class AcrossFramesNorm(torch.nn.Module):
 
 
 def build(unet2d, motion_state_dict: dict, family: str, frames: int, fix_motion_norm: bool = True):
-    from diffusers import MotionAdapter, UNetMotionModel
+    """The oracle, built on the meta device and given the tensors of ``unet2d`` and ``motion_state_dict``
+    themselves (no copies: a real-size oracle costs almost no memory)."""
+    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
-    adapter = MotionAdapter(
-        block_out_channels=(320, 640, 1280, 1280), motion_layers_per_block=2, motion_num_attention_heads=8,
-        motion_norm_num_groups=32, **ADAPTER_CONFIG[family],
-    )
+    config = dict(block_out_channels=(320, 640, 1280, 1280), motion_layers_per_block=2, motion_num_attention_heads=8,
+                  motion_norm_num_groups=32, **ADAPTER_CONFIG[family])
+    with torch.device("meta"):
+        adapter = MotionAdapter(**config)
+        unet_meta = UNet2DConditionModel(**unet2d.config)  # from_unet2d reads the config and moves to its device
+        model = UNetMotionModel.from_unet2d(unet_meta, motion_adapter=adapter, load_weights=False)
+    state = dict(unet2d.state_dict())
     adapter_sd = to_diffusers_motion_adapter(motion_state_dict)
-    if family == "animatelcm":  # its files have no pe; the oracle regenerates the standard one
-        adapter_sd = {**{k: v for k, v in adapter.state_dict().items() if k.endswith("pos_embed.pe")}, **adapter_sd}
-    if family == "pia":
-        adapter_sd["conv_in.weight"] = motion_state_dict["conv_in.weight"]
-        adapter_sd["conv_in.bias"] = motion_state_dict["conv_in.bias"]
-    missing, unexpected = adapter.load_state_dict(adapter_sd, strict=False)
-    assert not unexpected, unexpected[:3]
-    assert all(k.endswith("pos_embed.pe") or k.startswith("conv_in") for k in missing), missing[:3]
-    model = UNetMotionModel.from_unet2d(unet2d, motion_adapter=adapter, load_weights=True)
-    del adapter
-    if family == "pia":  # PIA: base channels 0..3 and bias from the image model, 4..8 from the file
-        with torch.no_grad():
-            model.conv_in.weight[:, :4] = unet2d.conv_in.weight
-            model.conv_in.bias.copy_(unet2d.conv_in.bias)
+    expected = model.state_dict()
+    for key, value in expected.items():
+        if key.endswith("pos_embed.pe") and key not in adapter_sd:  # AnimateLCM files have none: regenerate
+            length, dim = value.shape[1:]
+            adapter_sd[key] = position_encoding(length, dim)
+    state.update(adapter_sd)
+    if family == "pia":  # PIA: base channels 0..3 and the bias from the image model, 4..8 from the file
+        conv_in = motion_state_dict["conv_in.weight"].clone()
+        conv_in[:, :4] = unet2d.conv_in.weight
+        state["conv_in.weight"] = conv_in
+        state["conv_in.bias"] = unet2d.conv_in.bias
+    missing = set(expected) - set(state)
+    unexpected = set(state) - set(expected)
+    assert not missing and not unexpected, (sorted(missing)[:3], sorted(unexpected)[:3])
+    model.load_state_dict(state, strict=True, assign=True)
     if fix_motion_norm:
         for name, module in model.named_modules():
             if name.endswith(tuple(f"motion_modules.{i}" for i in range(3))):

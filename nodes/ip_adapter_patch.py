@@ -1,0 +1,95 @@
+"""IP-Adapter's decoupled cross-attention as ComfyUI attn2 replace patches at the 16 SD-1.5 sites.
+
+Which chunk of the batch gets the image tokens: ComfyUI batches conditions chunk by chunk and says which
+condition each chunk is in ``transformer_options["cond_or_uncond"]`` (indices into the guider's list).
+Our sampler declares the indices that carry the image in ``transformer_options[IMAGE_CONDS]``; without it
+(ComfyUI's own KSampler) index 0, the positive, gets the image tokens and the others the unconditional
+tokens, with index 2 counted as image too for three-condition guiders (ComfyUI_IPAdapter_plus's rule).
+
+Composition: a patch already registered at a site (e.g. ComfyUI_IPAdapter_plus applied before us) is
+called for the text part and ours is added to it. A pack that stacks itself onto an existing patch with
+``.add(callback, **kwargs)`` (ComfyUI_IPAdapter_plus applied after us) is supported: its callbacks are run
+after ours, within their ``sigma_start``/``sigma_end`` range, as that pack's own patch would.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from ..atomo_core.ip_adapter import IP_SITES, decoupled_attention, ip_key_value, repeat_per_chunk
+from ..atomo_core.ip_adapter_attention import multihead_attention
+
+IMAGE_CONDS = "atomo_image_conds"
+
+
+def image_chunks(extra_options: dict) -> list[bool]:
+    """For each chunk of this call, whether it carries the image."""
+    chunks = extra_options.get("cond_or_uncond") or [0]
+    declared = extra_options.get(IMAGE_CONDS)
+    if declared is None:
+        declared = (0, 2) if len(chunks) == 3 else (0,)
+    return [c in declared for c in chunks]
+
+
+class IPAttentionPatch:
+    """attn2 replace at one site: ``previous or attention(q, k, v) + weight * attention(q, k_ip, v_ip)``."""
+
+    def __init__(self, block, to_k_ip, to_v_ip, tokens, uncond_tokens, weight, previous=None):
+        self.block = block
+        self.to_k_ip, self.to_v_ip = to_k_ip, to_v_ip
+        self.tokens, self.uncond_tokens = tokens, uncond_tokens  # [1, T, 768] each
+        self.weight = float(weight)
+        self.previous = previous
+        self.stacked: list[tuple] = []  # (callback, kwargs) added by other packs
+
+    def __call__(self, q, k, v, extra_options):
+        heads = extra_options["n_heads"]
+        with_image = image_chunks(extra_options)
+        tokens = torch.cat([self.tokens if img else self.uncond_tokens for img in with_image]).to(q)
+        k_ip, v_ip = ip_key_value(tokens, self.to_k_ip, self.to_v_ip)
+        if self.previous is None:
+            out = decoupled_attention(q, k, v, k_ip, v_ip, heads, self.weight)
+        else:  # another pack's patch makes the text part (and its own image part)
+            k_ip, v_ip = repeat_per_chunk(k_ip, q.shape[0]), repeat_per_chunk(v_ip, q.shape[0])
+            out = self.previous(q, k, v, extra_options) + self.weight * multihead_attention(q, k_ip, v_ip, heads)
+        if self.stacked:
+            sigmas = extra_options.get("sigmas")
+            sigma = sigmas.detach().cpu()[0].item() if sigmas is not None else float("inf")
+            for callback, kwargs in self.stacked:
+                if kwargs.get("sigma_end", 0.0) <= sigma <= kwargs.get("sigma_start", float("inf")):
+                    out = out + callback(out, q, k, v, extra_options, **kwargs)
+        return out.to(q.dtype)
+
+    def add(self, callback, **kwargs):
+        self.stacked.append((callback, kwargs))
+
+    def to(self, device_or_dtype):
+        if isinstance(device_or_dtype, torch.dtype) and not device_or_dtype.is_floating_point:
+            return self
+        for name in ("to_k_ip", "to_v_ip", "tokens", "uncond_tokens"):
+            setattr(self, name, getattr(self, name).to(device_or_dtype))
+        return self
+
+    def __deepcopy__(self, memo):
+        new = copy.copy(self)  # tensors are shared, never written in place
+        new.stacked = list(self.stacked)
+        new.previous = copy.deepcopy(self.previous, memo)
+        return new
+
+
+def apply_ip_adapter(model, ip_weights: dict, tokens: torch.Tensor, uncond_tokens: torch.Tensor, weight: float):
+    """Register the 16 site patches on ``model`` (a clone), wrapping any patch already at a site."""
+    attn2 = model.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
+    for site in IP_SITES:
+        key_w = f"ip_adapter.{site.key}.to_k_ip.weight"
+        key_v = f"ip_adapter.{site.key}.to_v_ip.weight"
+        previous = attn2.get((*site.block, 0), attn2.get(site.block))
+        patch = IPAttentionPatch(site.block, ip_weights[key_w], ip_weights[key_v], tokens, uncond_tokens, weight,
+                                 previous)
+        if (*site.block, 0) in attn2:
+            model.set_model_attn2_replace(patch, site.block[0], site.block[1], 0)
+        else:
+            model.set_model_attn2_replace(patch, site.block[0], site.block[1])
+    return model

@@ -1,0 +1,164 @@
+"""Host side of video sampling: the schedule a module needs, sigmas, initial noise, and one sampling run.
+
+Shared by the Zero-SNR V Sampler and Predict Next Frames, so both sample the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+import torch
+
+from ..atomo_core.errors import ConditioningError
+from ..atomo_core.noise_init import frame_init
+from ..atomo_core.schedules import trailing_sigmas
+from .conditioning import concat_of, first_given_latent
+from .guider import AtomoGuider
+from .host_adapter import get_attachment
+from .model_sampling import make_model_sampling
+
+log = logging.getLogger("AtomoVideo")
+
+TRAILING = "trailing"
+FROM_MODULE = "from module"
+PREDICTIONS = [FROM_MODULE, "v_prediction", "epsilon"]
+ZERO_SNR = [FROM_MODULE, "on", "off"]
+NOISE_INITS = ["none", "FrameInit"]
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    steps: int = 25
+    cfg: float = 7.5
+    image_cfg: float = 1.0
+    cfg_rescale: float = 0.7
+    sampler_name: str = "ddim"
+    scheduler: str = TRAILING
+    denoise: float = 1.0
+    prediction: str = FROM_MODULE
+    zero_terminal_snr: str = FROM_MODULE
+    noise_init: str = "none"
+    frameinit_tau: int = 850
+    frameinit_cutoff: float = 0.25
+
+
+def scheduler_names() -> list[str]:
+    return [TRAILING] + list(comfy.samplers.SCHEDULER_NAMES)
+
+
+def resolve_schedule(model, settings: SamplingSettings) -> tuple[str, str, bool]:
+    """``(beta_schedule, prediction_type, zero_terminal_snr)`` from the module, with the user's overrides.
+
+    Zero terminal SNR with epsilon prediction is refused: at the last training step the input is pure noise,
+    so a model that predicts the noise learns nothing about the image there (x0 = (x - sqrt(1-ab) eps)/sqrt(ab)
+    divides by zero) and sampling cannot start from it.
+    """
+    attachment = get_attachment(model)
+    if attachment is not None:
+        config = attachment.config
+        beta, prediction, zsnr = config.beta_schedule, config.prediction_type, config.zero_terminal_snr
+        source = f"'{attachment.module.name}'"
+    else:
+        beta, prediction, zsnr = "scaled_linear", "epsilon", False
+        source = "SD-1.5 (no motion module attached)"
+    if settings.prediction != FROM_MODULE:
+        prediction = settings.prediction
+    if settings.zero_terminal_snr != FROM_MODULE:
+        zsnr = settings.zero_terminal_snr == "on"
+    if zsnr and prediction == "epsilon":
+        raise ConditioningError(
+            f"Zero terminal SNR with epsilon prediction cannot work ({source}): the last step is pure noise, where a "
+            "noise-predicting model cannot recover the image. Use v_prediction with zero terminal SNR (AtomoVideo), "
+            "or turn zero terminal SNR off for epsilon modules (AnimateDiff, PIA)."
+        )
+    return beta, prediction, zsnr
+
+
+def sampling_model(model, settings: SamplingSettings):
+    """A clone of ``model`` with ``model_sampling`` set to the resolved schedule."""
+    beta, prediction, zsnr = resolve_schedule(model, settings)
+    clone = model.clone()
+    clone.add_object_patch("model_sampling", make_model_sampling(clone, beta, prediction, zsnr))
+    return clone, zsnr
+
+
+def compute_sigmas(model_sampling, scheduler: str, steps: int, denoise: float) -> torch.Tensor:
+    """Sampling sigmas ``[steps + 1]``; ``denoise < 1`` keeps the last ``steps`` of ``steps / denoise``."""
+    if not 0.0 < denoise <= 1.0:
+        raise ConditioningError(f"denoise must be in (0, 1], got {denoise}.")
+    total = steps if denoise >= 1.0 else int(steps / denoise)
+    if scheduler == TRAILING:
+        sigmas = trailing_sigmas(model_sampling.sigmas.float().cpu(), total)
+    else:
+        sigmas = comfy.samplers.calculate_sigmas(model_sampling, scheduler, total).cpu()
+    return sigmas[-(steps + 1):].float()
+
+
+def initial_noise(latent: torch.Tensor, seed: int, positive, model_sampling, settings: SamplingSettings):
+    """Seeded noise ``[F, 4, h, w]``, optionally FrameInit-mixed with the first given frame."""
+    noise = comfy.sample.prepare_noise(latent, seed)
+    if settings.noise_init == "none":
+        return noise
+    first = first_given_latent(positive)
+    if first is None:
+        raise ConditioningError("FrameInit needs an image: connect the conditioning from Image Inject Conditioning.")
+    sigma_tau = model_sampling.sigma(torch.tensor([float(settings.frameinit_tau)]))
+    alpha_cumprod_tau = float(1.0 / (sigma_tau.float() ** 2 + 1.0))
+    cutoff = settings.frameinit_cutoff
+    return frame_init(noise, first.to(noise), alpha_cumprod_tau, d_s=cutoff, d_t=cutoff)
+
+
+def sample_video(model, positive, negative, latent: dict, seed: int, settings: SamplingSettings,
+                 callback=None, disable_pbar=None) -> torch.Tensor:
+    """Sample one clip; returns the LATENT samples ``[F, 4, h, w]`` (unscaled, like every ComfyUI LATENT)."""
+    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    if samples.ndim != 4:
+        raise ConditioningError(f"Expected image latents [frames, 4, h, w], got shape {list(samples.shape)}.")
+    _check_concat_matches(positive, samples)
+    model, zsnr = sampling_model(model, settings)
+    model_sampling = model.get_model_object("model_sampling")
+    sigmas = compute_sigmas(model_sampling, settings.scheduler, settings.steps, settings.denoise)
+    noise = initial_noise(samples, seed, positive, model_sampling, settings)
+    has_image = concat_of(positive) is not None
+    guider = AtomoGuider(model, settings.cfg, settings.image_cfg, settings.cfg_rescale if zsnr else 0.0, has_image)
+    guider.set_conds(positive, negative)
+    if callback is None:
+        callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
+    if disable_pbar is None:
+        disable_pbar = not comfy.utils.PROGRESS_BAR_ENABLED
+    sampler = comfy.samplers.sampler_object(settings.sampler_name)
+    out = guider.sample(noise, samples, sampler, sigmas, denoise_mask=latent.get("noise_mask"), callback=callback,
+                        disable_pbar=disable_pbar, seed=seed)
+    out = out.to(comfy.model_management.intermediate_device())
+    out = _paste_locked_frames(out, samples, latent.get("noise_mask"))
+    if not torch.isfinite(out).all():
+        raise ConditioningError(
+            "Sampling produced NaN values. Try fp32 or bf16 for the UNet (--force-fp32 / --bf16-unet), fewer "
+            "sampler steps at huge sigmas (the 'trailing' scheduler), or check the inputs for NaNs."
+        )
+    return out
+
+
+def _check_concat_matches(positive, samples: torch.Tensor) -> None:
+    concat = concat_of(positive)
+    if concat is not None and (concat.shape[0] != samples.shape[0] or concat.shape[-2:] != samples.shape[-2:]):
+        raise ConditioningError(
+            f"The image conditioning is for {concat.shape[0]} frames of {concat.shape[-1] * 8}x{concat.shape[-2] * 8}, "
+            f"but the latent has {samples.shape[0]} frames of {samples.shape[-1] * 8}x{samples.shape[-2] * 8}. Use "
+            "the LATENT from the same Image Inject Conditioning node (or one of the same size and frame count)."
+        )
+
+
+def _paste_locked_frames(out: torch.Tensor, samples: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Where a latent-sized denoise mask is 0 the input latent is kept; make that exact (the sampler's per-step
+    blending leaves rounding differences)."""
+    if mask is None or tuple(mask.shape) != (out.shape[0], 1, *out.shape[2:]):
+        return out
+    keep = (mask.to(out.device) == 0).expand_as(out)
+    return torch.where(keep, samples.to(out), out)

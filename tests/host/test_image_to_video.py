@@ -1,0 +1,241 @@
+"""Image to video inside ComfyUI: PIA against the original PIA UNet, IP-Adapter attention against its
+definition, the sampler's guidance passes and schedules, Cancel, and bad input."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+from animatediff_oracle import build as build_oracle
+from animatediff_oracle import predict
+from ipadapter_weights import flat, image_proj_shapes, ip_layer_shapes, nested, random_weights
+from sampling import conditioning, one_step, relative_error
+from weights import animatediff_state_dict
+
+FRAMES = 16
+
+
+@pytest.fixture(scope="module")
+def vae(pack):
+    from sd15_models import random_vae
+
+    return random_vae()
+
+
+@pytest.fixture(scope="module")
+def pia(sd15, ours):
+    _, base = sd15
+    sd = animatediff_state_dict("pia", seed=21)
+    core = ours("atomo_core")
+    module = core.build_motion_module(sd, core.detect_config(sd), "pia.ckpt")
+    return sd, ours("nodes.host_adapter").attach_motion_module(base, module)
+
+
+@pytest.fixture(autouse=True)
+def _free():
+    yield
+    import comfy.model_management
+
+    comfy.model_management.unload_all_models()
+    gc.collect()
+
+
+def inject(ours, model, vae, image, frames=FRAMES, size=64, **kwargs):
+    node = ours("nodes.image_inject_conditioning").AtomoImageInjectConditioning
+    return node.execute(model, conditioning(1), conditioning(2), vae, image, frames, size, size, "crop", **kwargs).result
+
+
+def test_pia_step_matches_the_original_pia_unet(sd15, pia, ours, vae):
+    unet2d, _ = sd15
+    pia_sd, model = pia
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(3))
+    patched, positive, negative, latent = inject(ours, model, vae, image, pia_motion="moderate motion", first_frame=0)
+    sigmas = patched.get_model_object("model_sampling").sigmas
+    noise = torch.randn(FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    _, calls = one_step(patched, noise, sigmas[500], positive, negative, cfg=7.0)
+    (call,) = calls
+    x = call["input"]
+    assert x.shape == (2 * FRAMES, 9, 8, 8)
+    # PIA's layout, frame by frame, in both chunks: noisy | affinity mask | the same image latent.
+    expected_mask = [1.0, 0.8, 0.8, 0.8, 0.79, 0.78] + [0.75] * 10
+    for chunk in range(2):
+        frames = x[chunk * FRAMES:(chunk + 1) * FRAMES]
+        assert torch.allclose(frames[:, 4].mean(dim=(1, 2)), torch.tensor(expected_mask), atol=1e-6)
+        assert torch.equal(frames[:, 5:], frames[:1, 5:].expand(FRAMES, -1, -1, -1))
+    image_latent = vae.encode(image) * 0.18215
+    assert torch.allclose(x[0, 5:], image_latent[0], atol=1e-5)
+
+    oracle = build_oracle(unet2d, pia_sd, "pia", FRAMES)
+    expected = predict(oracle, call, FRAMES)
+    error = relative_error(call["output"], expected)
+    print(f"PIA: max|ours - original| / rms(original) = {error:.2e}")
+    assert error < 1e-4
+    # Sensitivity: the same UNet with per-frame ResNet norms (what diffusers' PIA does) is far away.
+    from animatediff_oracle import AcrossFramesNorm
+
+    for module in oracle.modules():
+        for name, child in list(module.named_children()):
+            if isinstance(child, AcrossFramesNorm):
+                setattr(module, name, child.norm)
+    assert relative_error(predict(oracle, call, FRAMES), expected) > 1e-2
+    del oracle
+    gc.collect()
+
+
+def _random_base_adapter(seed=0):
+    make = random_weights(seed)
+    return flat(nested(image_proj_shapes("base"), ip_layer_shapes(), make))
+
+
+def _reference_site(q, k, v, tokens_per_chunk, to_k_ip, to_v_ip, heads, scale):
+    """The decoupled attention written out per chunk, as IP-Adapter's IPAttnProcessor computes it."""
+    def attention(q, k, v):
+        b, n, c = q.shape
+        d = c // heads
+        qh = q.reshape(b, n, heads, d).permute(0, 2, 1, 3).reshape(b * heads, n, d)
+        kh = k.reshape(b, -1, heads, d).permute(0, 2, 1, 3).reshape(b * heads, -1, d)
+        vh = v.reshape(b, -1, heads, d).permute(0, 2, 1, 3).reshape(b * heads, -1, d)
+        probs = torch.baddbmm(torch.empty(b * heads, n, kh.shape[1]), qh, kh.transpose(1, 2), beta=0,
+                              alpha=d**-0.5).softmax(-1)
+        return torch.bmm(probs, vh).reshape(b, heads, n, d).permute(0, 2, 1, 3).reshape(b, n, c)
+
+    out = []
+    per = q.shape[0] // len(tokens_per_chunk)
+    for i, tokens in enumerate(tokens_per_chunk):
+        sl = slice(i * per, (i + 1) * per)
+        ip_k = (tokens @ to_k_ip.T).expand(per, -1, -1)
+        ip_v = (tokens @ to_v_ip.T).expand(per, -1, -1)
+        out.append(attention(q[sl], k[sl], v[sl]) + scale * attention(q[sl], ip_k, ip_v))
+    return torch.cat(out)
+
+
+def test_ip_adapter_patch_matches_the_decoupled_attention(ours):
+    patch_mod = ours("nodes.ip_adapter_patch")
+    state = _random_base_adapter()
+    gen = torch.Generator().manual_seed(1)
+    tokens, uncond = torch.randn(1, 4, 768, generator=gen), torch.randn(1, 4, 768, generator=gen)
+    k_w, v_w = state["ip_adapter.5.to_k_ip.weight"], state["ip_adapter.5.to_v_ip.weight"]  # ("input", 4), 640
+    patch = patch_mod.IPAttentionPatch(("input", 4), k_w, v_w, tokens, uncond, 0.8)
+    q = torch.randn(2 * 3, 20, 640, generator=gen)
+    k, v = torch.randn(6, 77, 640, generator=gen), torch.randn(6, 77, 640, generator=gen)
+    extra = {"n_heads": 8, "cond_or_uncond": [1, 0]}  # ComfyUI's order: the uncond chunk first
+    out = patch(q, k, v, extra)
+    expected = _reference_site(q, k, v, [uncond, tokens], k_w, v_w, 8, 0.8)
+    assert relative_error(out, expected) < 1e-5
+    # Sensitivity: swapping which chunk gets the image, or another scale, is far off.
+    swapped = _reference_site(q, k, v, [tokens, uncond], k_w, v_w, 8, 0.8)
+    assert relative_error(swapped, expected) > 1e-2
+    assert relative_error(_reference_site(q, k, v, [uncond, tokens], k_w, v_w, 8, 1.0), expected) > 1e-2
+    # Our guider names the image chunks explicitly (three passes: [it, u, i]).
+    q3, k3, v3 = (torch.cat([t, t[:3]]) for t in (q, k, v))
+    out3 = patch(q3, k3, v3, {"n_heads": 8, "cond_or_uncond": [0, 1, 2], patch_mod.IMAGE_CONDS: (0, 2)})
+    assert relative_error(out3, _reference_site(q3, k3, v3, [tokens, uncond, tokens], k_w, v_w, 8, 0.8)) < 1e-5
+
+
+def test_ip_adapter_composes_with_another_pack_before_and_after(ours):
+    patch_mod = ours("nodes.ip_adapter_patch")
+    state = _random_base_adapter(seed=2)
+    gen = torch.Generator().manual_seed(3)
+    tokens, uncond = torch.randn(1, 4, 768, generator=gen), torch.randn(1, 4, 768, generator=gen)
+    q, k, v = torch.randn(2, 10, 320, generator=gen), torch.randn(2, 77, 320, generator=gen), torch.randn(2, 77, 320, generator=gen)
+    extra = {"n_heads": 8, "cond_or_uncond": [1, 0], "sigmas": torch.tensor([5.0])}
+    ours_alone = patch_mod.IPAttentionPatch(("input", 1), state["ip_adapter.1.to_k_ip.weight"],
+                                            state["ip_adapter.1.to_v_ip.weight"], tokens, uncond, 1.0)
+    base = ours_alone(q, k, v, extra)
+
+    def theirs(q, k, v, extra_options):  # another pack's attn2 replace (text part + its own image part)
+        return torch.nn.functional.scaled_dot_product_attention(
+            *(t.reshape(t.shape[0], t.shape[1], 8, -1).transpose(1, 2) for t in (q, k, v))
+        ).transpose(1, 2).reshape(q.shape) + 0.5
+    before = patch_mod.IPAttentionPatch(("input", 1), state["ip_adapter.1.to_k_ip.weight"],
+                                        state["ip_adapter.1.to_v_ip.weight"], tokens, uncond, 1.0, previous=theirs)
+    assert torch.allclose(before(q, k, v, extra), base + 0.5, atol=1e-5)
+    # A pack that stacks a callback onto our patch (ComfyUI_IPAdapter_plus's .add protocol), with a sigma range.
+    ours_alone.add(lambda out, q, k, v, extra_options, **kw: torch.full_like(out, kw["weight"]),
+                   weight=0.25, sigma_start=10.0, sigma_end=1.0)
+    assert torch.allclose(ours_alone(q, k, v, extra), base + 0.25, atol=1e-5)
+    outside = dict(extra, sigmas=torch.tensor([20.0]))
+    assert torch.allclose(ours_alone(q, k, v, outside), base, atol=1e-5)
+
+
+class _StubClipVision:
+    """The CLIP-vision contract our node uses: ``encode_image(IMAGE) -> Output`` with ``image_embeds``."""
+
+    def __init__(self, width):
+        self.width = width
+
+    def encode_image(self, image):
+        gen = torch.Generator().manual_seed(int(image.mean() * 1000))
+
+        class Output:
+            pass
+
+        out = Output()
+        out.image_embeds = torch.randn(image.shape[0], self.width, generator=gen)
+        out.penultimate_hidden_states = torch.randn(image.shape[0], 257, 1280, generator=gen)
+        return out
+
+
+def test_ip_adapter_through_the_node_changes_the_cond_chunk_only(sd15, pia, ours, vae, tmp_path):
+    import folder_paths
+    from safetensors.torch import save_file
+
+    _, model = pia
+    folder = tmp_path / "ipadapter"
+    folder.mkdir()
+    save_file(_random_base_adapter(seed=5), str(folder / "ip-adapter_sd15.safetensors"))
+    paths, exts = folder_paths.folder_names_and_paths["ipadapter"]
+    folder_paths.folder_names_and_paths["ipadapter"] = ([str(folder)] + list(paths), exts)
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(8))
+    plain, positive, negative, _ = inject(ours, model, vae, image, frames=4)
+    with_ip, *_ = inject(ours, model, vae, image, frames=4, clip_vision=_StubClipVision(1024),
+                         ipadapter="ip-adapter_sd15.safetensors", ipadapter_weight=1.0)
+    sigmas = plain.get_model_object("model_sampling").sigmas
+    noise = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    _, a = one_step(plain, noise, sigmas[500], positive, negative)
+    _, b = one_step(with_ip, noise, sigmas[500], positive, negative)
+    assert relative_error(b[0]["output"], a[0]["output"]) > 1e-3
+    with pytest.raises(Exception, match="CLIP vision .*image_embeds \\[B, 1024\\].*ViT-H"):
+        inject(ours, model, vae, image, frames=4, clip_vision=_StubClipVision(768),
+               ipadapter="ip-adapter_sd15.safetensors")
+    with pytest.raises(Exception, match="needs a CLIP vision model"):
+        inject(ours, model, vae, image, frames=4, ipadapter="ip-adapter_sd15.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(image=torch.rand(5, 64, 64, 3), frames=4), "5 images but the clip has only 4 frames"),
+        (dict(size=60), "not a multiple of 8"),
+        (dict(image=torch.full((1, 64, 64, 3), float("nan"))), "NaN"),
+        (dict(image=torch.rand(2, 64, 64, 3)), "PIA conditions on one image"),
+        (dict(frames=40), "at most 32 frames"),
+    ],
+    ids=["batch>frames", "size", "nan", "pia-two-images", "frame-limit"],
+)
+def test_bad_input_is_a_clear_error(pia, ours, vae, kwargs, message):
+    _, model = pia
+    args = dict(image=torch.rand(1, 64, 64, 3), frames=FRAMES, size=64)
+    args.update(kwargs)
+    with pytest.raises(ours("atomo_core").AtomoError, match=message):
+        inject(ours, model, vae, args.pop("image"), **args)
+
+
+def test_non_sd15_vae_and_text_only_modules_are_refused(sd15, pia, ours, vae):
+    _, model = pia
+
+    class FluxLikeVae:
+        latent_channels, downscale_ratio, latent_dim = 16, 8, 2
+
+    errors = ours("atomo_core").AtomoError
+    with pytest.raises(errors, match="16-channel latents.*SD-1.5 needs its own 4-channel"):
+        inject(ours, model, FluxLikeVae(), torch.rand(1, 64, 64, 3))
+    _, base = sd15
+    core = ours("atomo_core")
+    sd = animatediff_state_dict("v2", device="meta")
+    with torch.device("meta"):
+        v2 = core.build_motion_module(sd, core.detect_config(sd), "mm_sd_v15_v2.ckpt")
+    t2v = ours("nodes.host_adapter").attach_motion_module(base, v2)
+    with pytest.raises(errors, match="AnimateDiff v2.*text only.*PIA \\(pia.ckpt\\) or an AtomoVideo"):
+        inject(ours, t2v, vae, torch.rand(1, 64, 64, 3))
