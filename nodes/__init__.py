@@ -9,6 +9,7 @@ def node_list() -> list:
     register_model_folders()
     from .image_inject_conditioning import AtomoImageInjectConditioning
     from .load_motion_module import AtomoLoadMotionModule
+    from .predict_next_frames import AtomoPredictNextFrames
     from .zero_snr_sampler import AtomoZeroSNRVSampler
 
-    return [AtomoLoadMotionModule, AtomoImageInjectConditioning, AtomoZeroSNRVSampler]
+    return [AtomoLoadMotionModule, AtomoImageInjectConditioning, AtomoZeroSNRVSampler, AtomoPredictNextFrames]

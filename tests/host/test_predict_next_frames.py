@@ -1,0 +1,151 @@
+"""Predict Next Frames inside ComfyUI: exact given frames, counts, the per-segment conditioning, seeds, one
+progress bar, Cancel between segments, and modules that cannot continue a video."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+from sampling import conditioning
+
+LATENT = 8  # latent side (64 px)
+
+
+@pytest.fixture(scope="module")
+def atomo_model(sd15, ours):
+    _, base = sd15
+    fmt = ours("atomo_core.atomovideo_format")
+    module = fmt.new_atomovideo_module(max_frames=24, name="atomo.safetensors")
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith(("proj_out.weight", "conv.weight")):
+                p.normal_(0.0, 0.02, generator=gen)
+        module.conv_in_weight.normal_(0.0, 0.05, generator=gen)
+    return ours("nodes.host_adapter").attach_motion_module(base, module)
+
+
+@pytest.fixture(autouse=True)
+def _free():
+    yield
+    import comfy.model_management
+
+    comfy.model_management.unload_all_models()
+    gc.collect()
+
+
+def _predict(ours, model, latent, **kwargs):
+    node = ours("nodes.predict_next_frames").AtomoPredictNextFrames
+    args = dict(context_frames=2, new_frames=3, total_frames=10, seed=11, steps=1, cfg=5.0, image_cfg=1.0,
+                cfg_rescale=0.7, sampler_name="euler", scheduler="trailing", denoise=1.0)
+    args.update(kwargs)
+    return node.execute(model, conditioning(1), conditioning(2), latent=latent, **args).result[0]["samples"]
+
+
+def _capture_concats(model):
+    """Record the image channels and frame counts every UNet call sees."""
+    import comfy.patcher_extension
+
+    seen = []
+
+    def capture(executor, x, *args, **kwargs):
+        seen.append(x[:, 4:].clone())
+        return executor(x, *args, **kwargs)
+
+    clone = model.clone()
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_capture", capture)
+    return clone, seen
+
+
+def test_counts_exact_given_frames_and_segment_layout(atomo_model, ours):
+    video = torch.randn(4, 4, LATENT, LATENT, generator=torch.Generator().manual_seed(0))
+    model, seen = _capture_concats(atomo_model)
+    out = _predict(ours, model, {"samples": video}, total_frames=11)
+    assert out.shape == (11, 4, LATENT, LATENT)
+    assert torch.equal(out[:4], video)  # the given frames, bit-exact
+    assert torch.isfinite(out).all()
+    # 4 -> 11 frames with 2 given and 3 new: segments of 5, 5 and 2 + 1 frames; each call batches cond and uncond.
+    assert [c.shape[0] for c in seen] == [10, 10, 6]
+    scale = 0.18215
+    for call, context_start, length in zip(seen, (2, 5, 8), (5, 5, 3), strict=True):
+        chunk = call[:length]  # the first chunk; the other chunk has the same image channels
+        assert torch.equal(chunk[:2, 0], torch.ones(2, LATENT, LATENT))  # mask 1 on the given frames
+        assert torch.equal(chunk[2:, 0], torch.zeros(length - 2, LATENT, LATENT))  # and 0 on the new ones
+        given = out[context_start : context_start + 2] * scale
+        assert torch.allclose(chunk[:2, 1:], given, atol=1e-6)  # the last two frames of the video so far
+        assert torch.count_nonzero(chunk[2:, 1:]) == 0
+        assert torch.equal(call[length:], chunk)
+
+
+def test_seed_determinism(atomo_model, ours):
+    video = torch.randn(4, 4, LATENT, LATENT, generator=torch.Generator().manual_seed(1))
+    a = _predict(ours, atomo_model, {"samples": video}, total_frames=7)
+    b = _predict(ours, atomo_model, {"samples": video}, total_frames=7)
+    c = _predict(ours, atomo_model, {"samples": video}, total_frames=7, seed=12)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a[4:], c[4:])
+
+
+def test_one_progress_bar_over_all_segments_and_cancel_between_segments(atomo_model, ours):
+    import comfy.model_management
+    import comfy.utils
+
+    video = torch.randn(4, 4, LATENT, LATENT, generator=torch.Generator().manual_seed(2))
+    updates = []
+
+    def hook(value, total, preview, *args, **kwargs):
+        updates.append((value, total))
+
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        _predict(ours, atomo_model, {"samples": video}, steps=2)
+        assert updates[-1] == (4, 4) and {t for _, t in updates} == {4}  # 2 segments x 2 steps, one bar
+        updates.clear()
+
+        def cancel_after_first_segment(value, total, preview, *args, **kwargs):
+            updates.append(value)
+            if value == 2:
+                comfy.model_management.interrupt_current_processing()
+            comfy.model_management.throw_exception_if_processing_interrupted()
+
+        comfy.utils.set_progress_bar_global_hook(cancel_after_first_segment)
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            _predict(ours, atomo_model, {"samples": video}, steps=2)
+        assert max(updates) == 2
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+        comfy.model_management.interrupt_current_processing(False)
+    again = _predict(ours, atomo_model, {"samples": video}, total_frames=5)  # ComfyUI is still usable
+    assert again.shape[0] == 5 and torch.isfinite(again).all()
+
+
+def test_text_to_video_modules_and_bad_settings_are_explained(sd15, ours):
+    _, base = sd15
+    core = ours("atomo_core")
+    from weights import animatediff_state_dict
+
+    sd = animatediff_state_dict("v3", device="meta")
+    with torch.device("meta"):
+        v3 = core.build_motion_module(sd, core.detect_config(sd), "v3_sd15_mm.ckpt")
+    t2v = ours("nodes.host_adapter").attach_motion_module(base, v3)
+    latent = {"samples": torch.zeros(4, 4, LATENT, LATENT)}
+    with pytest.raises(core.AtomoError, match="text-to-video module and cannot take given frames"):
+        _predict(ours, t2v, latent)
+    pia_sd = animatediff_state_dict("pia", device="meta")
+    with torch.device("meta"):
+        pia = core.build_motion_module(pia_sd, core.detect_config(pia_sd), "pia.ckpt")
+    pia_model = ours("nodes.host_adapter").attach_motion_module(base, pia)
+    with pytest.raises(core.AtomoError, match="PIA continues from one frame"):
+        _predict(ours, pia_model, latent, context_frames=8)
+
+
+def test_bad_plans_and_missing_inputs(atomo_model, ours):
+    errors = ours("atomo_core").AtomoError
+    latent = {"samples": torch.zeros(4, 4, LATENT, LATENT)}
+    with pytest.raises(errors, match="exceeds the module's 24 frames"):
+        _predict(ours, atomo_model, latent, context_frames=8, new_frames=20)
+    with pytest.raises(errors, match="exactly one of 'latent' or 'images'"):
+        _predict(ours, atomo_model, None)
+    with pytest.raises(errors, match="shorter than the 4 frames"):
+        _predict(ours, atomo_model, latent, total_frames=3)
