@@ -122,3 +122,20 @@ def test_temporal_conv_is_identity_when_fresh_and_a_frame_convolution_otherwise(
 def test_temporal_conv_rejects_even_kernels():
     with pytest.raises(ValueError, match="odd"):
         TemporalConvLayer(320, kernel_size=4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_layers_keep_their_dtype_and_track_fp32(site_weights, dtype):
+    torch.manual_seed(4)
+    x = torch.randn(16, 640, 2, 2)
+    full = _layer(site_weights)(x, 16)
+    half = _layer(site_weights).to(dtype)(x.to(dtype), 16)
+    assert half.dtype == dtype and torch.isfinite(half).all()
+    tolerance = 3e-2 if dtype == torch.bfloat16 else 5e-3
+    assert _relative(half.float(), full) < tolerance
+    conv = TemporalConvLayer(640)
+    torch.nn.init.normal_(conv.conv.weight, std=0.02)
+    conv_half = TemporalConvLayer(640).to(dtype)
+    conv_half.load_state_dict({k: v.to(dtype) for k, v in conv.state_dict().items()})
+    out = conv_half(x.to(dtype), 16)
+    assert out.dtype == dtype and _relative(out.float(), conv(x, 16)) < tolerance
