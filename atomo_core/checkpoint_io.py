@@ -45,26 +45,37 @@ def _unwrap(obj, name: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def read_raw(
+    path: str, error: type[Exception] = MotionModuleFormatError, folder: str = "ComfyUI/models/motion_modules/"
+) -> tuple[object, dict[str, str]]:
+    """Return ``(loaded object, metadata)`` from a weight file without unwrapping it.
+
+    ``.safetensors``: a flat tensor dict and its header; pickles: whatever ``torch.load(weights_only=True)``
+    builds (nested dicts of tensors and plain values only). Failures raise ``error`` naming the file and the fix;
+    ``folder`` is where the user should put such files.
+    """
+    name = os.path.basename(path)
+    if not os.path.isfile(path):
+        raise error(f"'{path}' does not exist. Put the file in {folder}.")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in SUPPORTED_EXTENSIONS:
+        raise error(f"'{name}' has the extension '{ext}'; supported are {', '.join(SUPPORTED_EXTENSIONS)}.")
+    size = os.path.getsize(path)
+    if ext in SAFETENSORS_EXTENSIONS:
+        return _read_safetensors(path, name, size, error)
+    return _read_pickle(path, name, size, error), {}
+
+
 def read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Return ``(state_dict, metadata)`` from a weight file; metadata is empty for pickle files.
 
     Raises ``MotionModuleFormatError`` for a missing, truncated, corrupt or code-carrying file.
     """
-    name = os.path.basename(path)
-    if not os.path.isfile(path):
-        raise MotionModuleFormatError(f"'{path}' does not exist. Put the file in ComfyUI/models/motion_modules/.")
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in SUPPORTED_EXTENSIONS:
-        raise MotionModuleFormatError(
-            f"'{name}' has the extension '{ext}'; supported are {', '.join(SUPPORTED_EXTENSIONS)}."
-        )
-    size = os.path.getsize(path)
-    if ext in SAFETENSORS_EXTENSIONS:
-        return _read_safetensors(path, name, size)
-    return _read_pickle(path, name, size), {}
+    obj, metadata = read_raw(path)
+    return _unwrap(obj, os.path.basename(path)), metadata
 
 
-def _read_safetensors(path: str, name: str, size: int):
+def _read_safetensors(path: str, name: str, size: int, error):
     from safetensors import safe_open
 
     try:
@@ -72,28 +83,27 @@ def _read_safetensors(path: str, name: str, size: int):
             metadata = dict(f.metadata() or {})
             state_dict = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error types for bad headers and short files
-        raise MotionModuleFormatError(
+        raise error(
             f"Could not read '{name}' ({size:,} bytes) as safetensors: {exc}. The file is truncated or corrupt "
             "(an interrupted download?) or is not really a .safetensors file. Download it again."
         ) from exc
-    return _unwrap(state_dict, name), metadata
+    return state_dict, metadata
 
 
-def _read_pickle(path: str, name: str, size: int) -> dict[str, torch.Tensor]:
+def _read_pickle(path: str, name: str, size: int, error):
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise MotionModuleFormatError(
+        raise error(
             f"Refused to load '{name}': it is a pickle that asks to build objects or run code when opened "
             f"({str(exc).splitlines()[0][:200]}). Weight files only need tensors, so this one is unsafe or not a "
             "model. Get the .safetensors version of the file, or re-download it from its original publisher."
         ) from exc
     except Exception as exc:  # zip errors, EOF, bad magic number
-        raise MotionModuleFormatError(
+        raise error(
             f"Could not read '{name}' ({size:,} bytes): {str(exc).splitlines()[0][:200]}. The file is truncated "
             "or corrupt (an interrupted download?). Download it again."
         ) from exc
-    return _unwrap(obj, name)
 
 
 def write_safetensors(path: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:

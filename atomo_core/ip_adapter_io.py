@@ -10,10 +10,10 @@ file and what to do. (``checkpoint_io.read_weights`` cannot be used: it refuses 
 from __future__ import annotations
 
 import os
-import pickle
 
 import torch
 
+from .checkpoint_io import read_raw
 from .errors import AtomoError
 
 IMAGE_PROJ, IP_LAYERS = "image_proj.", "ip_adapter."
@@ -85,35 +85,5 @@ def read_ip_adapter_file(path: str) -> dict[str, torch.Tensor]:
 
     Pickles are opened with ``torch.load(weights_only=True)`` only. Every failure is an ``IPAdapterFormatError``.
     """
-    name = os.path.basename(path)
-    if not os.path.isfile(path):
-        raise IPAdapterFormatError(f"'{path}' does not exist. Put IP-Adapter files in ComfyUI/models/ipadapter/.")
-    ext = os.path.splitext(path)[1].lower()
-    size = os.path.getsize(path)
-    if ext in (".safetensors", ".sft"):
-        from safetensors import safe_open
-
-        try:
-            with safe_open(path, framework="pt", device="cpu") as f:
-                obj = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as exc:  # bad header, short file
-            raise IPAdapterFormatError(
-                f"Could not read '{name}' ({size:,} bytes) as safetensors: {exc}. The file is truncated or corrupt "
-                "(an interrupted download?); download it again."
-            ) from exc
-    elif ext in (".bin", ".pt", ".pth", ".ckpt"):
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise IPAdapterFormatError(
-                f"Refused to load '{name}': it is a pickle that asks to build objects or run code when opened "
-                f"({str(exc).splitlines()[0][:200]}). IP-Adapter files only hold tensors; get the .safetensors version."
-            ) from exc
-        except Exception as exc:  # zip errors, EOF, bad magic number
-            raise IPAdapterFormatError(
-                f"Could not read '{name}' ({size:,} bytes): {str(exc).splitlines()[0][:200]}. The file is truncated "
-                "or corrupt (an interrupted download?); download it again."
-            ) from exc
-    else:
-        raise IPAdapterFormatError(f"'{name}' has the extension '{ext}'; IP-Adapter files are .safetensors or .bin.")
-    return read_ip_adapter(obj, name)
+    obj, _ = read_raw(path, IPAdapterFormatError, "ComfyUI/models/ipadapter/")
+    return read_ip_adapter(obj, os.path.basename(path))

@@ -7,6 +7,7 @@ import gc
 
 import pytest
 import torch
+from host_models import random_atomovideo
 from sampling import conditioning
 
 LATENT = 8  # latent side (64 px)
@@ -15,15 +16,7 @@ LATENT = 8  # latent side (64 px)
 @pytest.fixture(scope="module")
 def atomo_model(sd15, ours):
     _, base = sd15
-    fmt = ours("atomo_core.atomovideo_format")
-    module = fmt.new_atomovideo_module(max_frames=24, name="atomo.safetensors")
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith(("proj_out.weight", "conv.weight")):
-                p.normal_(0.0, 0.02, generator=gen)
-        module.conv_in_weight.normal_(0.0, 0.05, generator=gen)
-    return ours("nodes.host_adapter").attach_motion_module(base, module)
+    return ours("nodes.host_adapter").attach_motion_module(base, random_atomovideo(ours, seed=3))
 
 
 @pytest.fixture(autouse=True)

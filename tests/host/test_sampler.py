@@ -7,6 +7,7 @@ import gc
 
 import pytest
 import torch
+from host_models import random_atomovideo
 from sampling import conditioning
 
 FRAMES = 6
@@ -23,14 +24,7 @@ def vae(pack):
 def atomo(sd15, ours, vae):
     """An AtomoVideo module (v-prediction, zero terminal SNR) with the image injected."""
     _, base = sd15
-    fmt = ours("atomo_core.atomovideo_format")
-    module = fmt.new_atomovideo_module(max_frames=24, name="atomo.safetensors")
-    gen = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith(("proj_out.weight", "conv.weight")):
-                p.normal_(0.0, 0.02, generator=gen)
-        module.conv_in_weight.normal_(0.0, 0.05, generator=gen)
+    module = random_atomovideo(ours, seed=5)
     model = ours("nodes.host_adapter").attach_motion_module(base, module)
     node = ours("nodes.image_inject_conditioning").AtomoImageInjectConditioning
     image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(6))

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from host_models import random_atomovideo
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 UI = sorted((REPO / "workflows").glob("*.json"))
@@ -81,13 +82,7 @@ def models_dir(pack, ours, tmp_path_factory):
     torch.save({"state_dict": animatediff_state_dict("pia", seed=1, dtype=torch.float16)},
                root / "motion_modules" / "pia.ckpt")
     fmt = ours("atomo_core.atomovideo_format")
-    atomo = fmt.new_atomovideo_module(max_frames=24)
-    gen = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for name, p in atomo.named_parameters():
-            if name.endswith(("proj_out.weight", "conv.weight")):
-                p.normal_(0.0, 0.02, generator=gen)
-        atomo.conv_in_weight.normal_(0.0, 0.05, generator=gen)
+    atomo = random_atomovideo(ours, seed=2)
     fmt.save_atomovideo(atomo, str(root / "motion_modules" / "atomovideo_sd15.safetensors"), dtype=torch.float16)
     del atomo
     (root / "ipadapter").mkdir()
