@@ -104,17 +104,79 @@ def count_unet_flops(executor, x, latent_hw: tuple[int, int], args: tuple, kwarg
     Runs on fake tensors: shapes propagate through every layer, nothing is computed or allocated. Counts
     convolutions, matrix products and attention (torch's counter misses the CPU's fused attention kernel,
     which is added here).
+
+    ComfyUI's sub-quadratic attention (its CPU default) splits keys into chunks when it judges free memory
+    short, a path that iterates over a tensor and cannot run on fake tensors; chunking does not change the
+    count, so the count is made as if memory were plentiful (``get_free_memory`` reports 1 TiB meanwhile).
     """
+    from unittest import mock
+
+    import comfy.model_management
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
 
+    def plenty(dev=None, torch_free_too=False):
+        return (2**40, 2**40) if torch_free_too else 2**40
+
     custom = {}
     if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
         custom[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_sdpa_flops
-    with FakeTensorMode(allow_non_fake_inputs=True):
+    with mock.patch.object(comfy.model_management, "get_free_memory", plenty), FakeTensorMode(allow_non_fake_inputs=True):
         fake = torch.empty((x.shape[0], x.shape[1], *latent_hw), dtype=x.dtype, device=x.device)
         counter = FlopCounterMode(display=False, custom_mapping=custom)
         with counter:
             executor(fake, *args, **kwargs)
     return counter.get_total_flops()
+
+
+# The SD-1.5 VAE (AutoencoderKL) as ComfyUI builds it for an SD-1.x checkpoint (comfy/sd.py, ``VAE``).
+SD15_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+            "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+
+
+def build_vae(seed: int):
+    """A random SD-1.5 VAE as ComfyUI's ``comfy.sd.VAE`` (83.7 M parameters, fp32 weights as ComfyUI loads them).
+
+    Made from ComfyUI's own ``AutoencoderKL`` (no diffusers needed): a state dict of random tensors in its key
+    layout, loaded the way a checkpoint's VAE is, so ComfyUI detects an SD-1.x VAE.
+    """
+    import comfy.ldm.models.autoencoder
+    import comfy.sd
+    import torch
+
+    with torch.device("meta"):
+        shapes = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=SD15_VAE, embed_dim=4)
+    model = shapes.to_empty(device="cpu")
+    _randomize_(model, seed)
+    state_dict = model.state_dict()
+    del model, shapes
+    vae = comfy.sd.VAE(sd=state_dict)
+    assert vae.latent_channels == 4 and vae.downscale_ratio == 8, "ComfyUI did not take it for an SD-1.x VAE"
+    return vae
+
+
+def random_ip_adapter(seed: int, dtype=None):
+    """``(ip_weights, tokens [1, 4, 768], uncond_tokens [1, 4, 768])`` of a random IP-Adapter in the standard
+    ``base`` layout (ip-adapter_sd15: ``ImageProjModel``, 4 image tokens, 16 ``to_k_ip``/``to_v_ip`` pairs).
+
+    Built by our core from a flat state dict as a file would give it; the image tokens are its projection of a
+    random CLIP ``image_embeds [1, 1024]`` (what the node gets from ViT-H) and the uncond tokens its projection
+    of zero embeds, as ``nodes/injection.clip_tokens`` makes them.
+    """
+    import torch
+    from _host import REPO, ours
+
+    if str(REPO / "tests") not in sys.path:
+        sys.path.insert(0, str(REPO / "tests"))
+    from ipadapter_weights import flat, image_proj_shapes, ip_layer_shapes, nested, random_weights
+
+    ip_adapter = ours("atomo_core.ip_adapter")
+    state = flat(nested(image_proj_shapes("base"), ip_layer_shapes(), random_weights(seed)))
+    adapter = ip_adapter.build_ip_adapter(state, "random ip-adapter_sd15", dtype=dtype or torch.float32)
+    assert adapter.spec.variant == "base", adapter.spec
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        tokens = ip_adapter.image_tokens(adapter, torch.randn(1, adapter.spec.clip_width, generator=gen))
+        uncond = ip_adapter.uncond_image_tokens(adapter)
+    return adapter.ip_weights, tokens.float(), uncond.float()
