@@ -1,7 +1,7 @@
 """Boot ComfyUI as a library for a benchmark and load this repository as its custom node pack.
 
-Like ``tests/comfy_host.py`` (the same loader path: ComfyUI's own ``load_custom_node`` on a symlink named
-``ComfyUI-AtomoVideo``), but it chooses the device instead of forcing the CPU and does not need pytest. Also the
+Through the headless runner's ``boot`` (``tools/run_workflow.py``: ComfyUI's own ``load_custom_node`` on a link
+named ``ComfyUI-AtomoVideo``), on the device the benchmark chooses. Also the
 device, memory and worker helpers the benchmarks share (``resolve_device``, ``device_name``, ``PeakMemory``,
 ``UNetProbe``, ``step_durations``, ``parse_flop_sizes``, ``run_worker_process``).
 """
@@ -9,21 +9,17 @@ device, memory and worker helpers the benchmarks share (``resolve_device``, ``de
 from __future__ import annotations
 
 import argparse
-import asyncio
-import atexit
 import contextlib
 import importlib
 import json
 import os
 import pathlib
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-PACK_NAME = "ComfyUI-AtomoVideo"
 _STATE: dict = {}
 
 
@@ -36,55 +32,21 @@ def comfyui_root(raw: str | None) -> pathlib.Path:
     return path
 
 
-def _torchvision_shim() -> None:
-    """A CPU build of torch beside PyPI's CUDA torchvision needs the test shim to import (see tests/)."""
-    import torch
-
-    if torch.version.cuda is not None or torch.version.hip is not None:
-        return
-    tests = str(REPO / "tests")
-    if tests not in sys.path:
-        sys.path.insert(0, tests)
-    import _torchvision_shim
-
-    _torchvision_shim.install()
-
-
 def boot(comfyui: str | None, cpu: bool):
-    """Import ComfyUI once (on the CPU when ``cpu``) and load the pack; return the pack's package module."""
+    """Import ComfyUI once (on the CPU when ``cpu``) and load the pack, as the headless runner does
+    (``tools/run_workflow.boot``); return the pack's package module."""
     if "pack" in _STATE:
         return _STATE["pack"]
     root = comfyui_root(comfyui)
-    _torchvision_shim()
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    import utils.install_util  # noqa: F401  (as main.py does: ComfyUI's utils package before nodes.py shadows it)
-    from comfy.cli_args import args
+    if str(REPO / "tools") not in sys.path:
+        sys.path.insert(0, str(REPO / "tools"))
+    import run_workflow
 
-    args.cpu = cpu
-    args.disable_api_nodes = True
-    import comfy.model_management  # noqa: F401  (reads args at import)
-    import folder_paths
-
-    import nodes
-
-    scratch = pathlib.Path(tempfile.mkdtemp(prefix="atomo_bench_"))
-    atexit.register(shutil.rmtree, scratch, ignore_errors=True)  # the pack's symlink is unlinked, not followed
-    for sub in ("output", "temp", "input", "models"):
-        (scratch / sub).mkdir()
-    folder_paths.set_output_directory(str(scratch / "output"))
-    folder_paths.set_temp_directory(str(scratch / "temp"))
-    folder_paths.set_input_directory(str(scratch / "input"))
-    custom = scratch / "custom_nodes"
-    custom.mkdir()
-    link = custom / PACK_NAME
-    link.symlink_to(REPO, target_is_directory=True)
-    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-    if not asyncio.run(nodes.load_custom_node(str(link))):
-        raise RuntimeError("ComfyUI failed to load the pack; see the log above")
-    pack = sys.modules[str(link).replace(".", "_x_")]
-    _STATE.update(pack=pack, scratch=scratch)
-    return pack
+    nodes = run_workflow.boot(str(root), cpu=cpu)
+    # ComfyUI names a pack folder's module after its path (dots escaped); the runner loaded ours from a link to REPO.
+    path = next(d for d in nodes.LOADED_MODULE_DIRS.values() if os.path.realpath(d) == str(REPO))
+    _STATE["pack"] = sys.modules[path.replace(".", "_x_")]
+    return _STATE["pack"]
 
 
 def ours(name: str):
