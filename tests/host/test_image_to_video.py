@@ -9,6 +9,7 @@ import pytest
 import torch
 from animatediff_oracle import build as build_oracle
 from animatediff_oracle import predict
+from host_models import meta_family_module
 from ipadapter_weights import flat, image_proj_shapes, ip_layer_shapes, nested, random_weights
 from sampling import conditioning, one_step, relative_error
 from weights import animatediff_state_dict
@@ -232,10 +233,6 @@ def test_non_sd15_vae_and_text_only_modules_are_refused(sd15, pia, ours, vae):
     with pytest.raises(errors, match="16-channel latents.*SD-1.5 needs its own 4-channel"):
         inject(ours, model, FluxLikeVae(), torch.rand(1, 64, 64, 3))
     _, base = sd15
-    core = ours("atomo_core")
-    sd = animatediff_state_dict("v2", device="meta")
-    with torch.device("meta"):
-        v2 = core.build_motion_module(sd, core.detect_config(sd), "mm_sd_v15_v2.ckpt")
-    t2v = ours("nodes.host_adapter").attach_motion_module(base, v2)
+    t2v = ours("nodes.host_adapter").attach_motion_module(base, meta_family_module(ours, "v2", "mm_sd_v15_v2.ckpt"))
     with pytest.raises(errors, match="AnimateDiff v2.*text only.*PIA \\(pia.ckpt\\) or an AtomoVideo"):
         inject(ours, t2v, vae, torch.rand(1, 64, 64, 3))

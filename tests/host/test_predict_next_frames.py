@@ -7,7 +7,7 @@ import gc
 
 import pytest
 import torch
-from host_models import random_atomovideo
+from host_models import meta_family_module, random_atomovideo
 from sampling import conditioning
 
 LATENT = 8  # latent side (64 px)
@@ -116,19 +116,11 @@ def test_one_progress_bar_over_all_segments_and_cancel_between_segments(atomo_mo
 def test_text_to_video_modules_and_bad_settings_are_explained(sd15, ours):
     _, base = sd15
     core = ours("atomo_core")
-    from weights import animatediff_state_dict
-
-    sd = animatediff_state_dict("v3", device="meta")
-    with torch.device("meta"):
-        v3 = core.build_motion_module(sd, core.detect_config(sd), "v3_sd15_mm.ckpt")
-    t2v = ours("nodes.host_adapter").attach_motion_module(base, v3)
+    t2v = ours("nodes.host_adapter").attach_motion_module(base, meta_family_module(ours, "v3", "v3_sd15_mm.ckpt"))
     latent = {"samples": torch.zeros(4, 4, LATENT, LATENT)}
     with pytest.raises(core.AtomoError, match="text-to-video module and cannot take given frames"):
         _predict(ours, t2v, latent)
-    pia_sd = animatediff_state_dict("pia", device="meta")
-    with torch.device("meta"):
-        pia = core.build_motion_module(pia_sd, core.detect_config(pia_sd), "pia.ckpt")
-    pia_model = ours("nodes.host_adapter").attach_motion_module(base, pia)
+    pia_model = ours("nodes.host_adapter").attach_motion_module(base, meta_family_module(ours, "pia", "pia.ckpt"))
     with pytest.raises(core.AtomoError, match="PIA continues from one frame"):
         _predict(ours, pia_model, latent, context_frames=8)
 
