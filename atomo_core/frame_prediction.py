@@ -97,25 +97,33 @@ def extend_video(
     whose first ``context`` frames are the given ones; only its last ``new`` frames are kept.
     ``between_segments`` runs before each segment (a place to check for Cancel).
     """
-    frames = [video]
+    pieces = [video]  # the input, then each segment's new frames: concatenated once, at the end
     reference = video if reference is None else reference
     have = video.shape[0]
     for segment in segments:
         if between_segments is not None:
             between_segments(segment)
-        current = torch.cat(frames) if len(frames) > 1 else frames[0]
         if segment.context_start + segment.context != have:
             raise ConditioningError(f"segment {segment.index} does not continue the video at frame {have}")
-        context = current[segment.context_start : segment.context_start + segment.context]
-        out = sample_segment(segment, context)
+        out = sample_segment(segment, _last_frames(pieces, segment.context))
         if out.shape[0] != segment.length:
             raise ConditioningError(
                 f"segment {segment.index} returned {out.shape[0]} frames, expected {segment.length}"
             )
-        new = out[segment.context :].to(video)
-        frames = [current, anchor_statistics(new, reference, anchor_strength)]
+        pieces.append(anchor_statistics(out[segment.context :].to(video), reference, anchor_strength))
         have += segment.new
-    return torch.cat(frames) if len(frames) > 1 else frames[0]
+    return torch.cat(pieces) if len(pieces) > 1 else video
+
+
+def _last_frames(pieces: list[torch.Tensor], count: int) -> torch.Tensor:
+    """The last ``count`` frames of the video the ``pieces`` make, concatenating only the pieces they lie in."""
+    used, have = [], 0
+    for piece in reversed(pieces):
+        used.append(piece)
+        have += piece.shape[0]
+        if have >= count:
+            break
+    return torch.cat(used[::-1])[-count:] if len(used) > 1 else used[0][-count:]
 
 
 def frame_differences(frames: torch.Tensor) -> torch.Tensor:
@@ -132,9 +140,7 @@ def seam_report(frames: torch.Tensor, seams: list[int]) -> dict[str, float]:
     """
     diffs = frame_differences(frames.float())
     at_seam = torch.zeros_like(diffs, dtype=torch.bool)
-    for s in seams:
-        if 1 <= s < frames.shape[0]:
-            at_seam[s - 1] = True
+    at_seam[[s - 1 for s in seams if 1 <= s < frames.shape[0]]] = True
     seam = diffs[at_seam].mean().item() if at_seam.any() else float("nan")
     inside = diffs[~at_seam].mean().item() if (~at_seam).any() else float("nan")
     return {"seam": seam, "inside": inside, "ratio": seam / inside if inside else float("nan")}
