@@ -1,4 +1,8 @@
-"""The 9-channel conditioning layouts (c_concat = mask | image latent), frame by frame, and their errors."""
+"""The 9-channel conditioning layouts (c_concat = mask | image latent), frame by frame, and their errors.
+
+Every comparison here is exact (``torch.equal``, ``==``): the layouts only copy, index and fill tensors, and the
+PIA coefficients are table entries, so the results are bit-identical on any machine (tests/tolerances.py).
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from tolerances import FLOAT32_FEW_OPS, FLOAT32_REORDERED, assert_close_scaled, assert_far_off, scale_of
 
 from atomo_core.errors import ConditioningError
 from atomo_core.frame_prediction import anchor_statistics, extend_video, plan_segments, seam_report
@@ -86,23 +87,38 @@ def test_anchoring_matches_reference_statistics():
     drifted = torch.randn(16, 4, 8, 8, generator=gen) * 3.0 + 2.0
     full = anchor_statistics(drifted, reference, 1.0)
     dims = (0, 2, 3)
-    assert torch.allclose(full.mean(dims), reference.mean(dims), atol=1e-4)
-    assert torch.allclose(full.std(dims), reference.std(dims), atol=1e-4)
-    assert torch.equal(anchor_statistics(drifted, reference, 0.0), drifted)
+    # float32 means and stds over 1024 elements, on both sides: round-off relative to the elements summed
+    # (max|reference| = 8.2), not to the statistics (the means are near 0). Measured 1.4e-8 and exact.
+    scale = scale_of(reference)
+    assert_close_scaled(full.mean(dims), reference.mean(dims), FLOAT32_REORDERED, "anchored means", scale)
+    assert_close_scaled(full.std(dims), reference.std(dims), FLOAT32_REORDERED, "anchored stds", scale)
+    # Statistics over the wrong axes (one mean and std pooled over all channels): the stds are 1.1e4x off.
+    pooled = (drifted - drifted.mean()) / drifted.std() * reference.std() + reference.mean()
+    assert_far_off(pooled.std(dims), reference.std(dims), FLOAT32_REORDERED, 1e3, "pooled over channels", scale)
+    assert torch.equal(anchor_statistics(drifted, reference, 0.0), drifted)  # strength 0 returns the input itself
     half = anchor_statistics(drifted, reference, 0.5)
-    assert torch.allclose(half, 0.5 * (drifted + full), atol=1e-5)
+    # element-wise: x + 0.5 (m - x) against 0.5 (x + m), a few roundings of terms up to 13 (measured exact)
+    assert_close_scaled(half, 0.5 * (drifted + full), FLOAT32_FEW_OPS, "half-strength blend")
+    assert_far_off(half, 0.5 * full, FLOAT32_FEW_OPS, 1e3, "blend without the input term")  # 1.8e6x the bound
 
 
 def test_extend_video_applies_anchoring_to_new_frames_only():
-    video = torch.randn(8, 4, 2, 3)
+    gen = torch.Generator().manual_seed(0)  # the video and the stand-in sampler's frames: reproducible figures
+    video = torch.randn(8, 4, 2, 3, generator=gen)
 
     def sample(segment, context):
-        return torch.cat([context, torch.randn(segment.new, 4, 2, 3) * 5 + 3])
+        return torch.cat([context, torch.randn(segment.new, 4, 2, 3, generator=gen) * 5 + 3])
 
     out = extend_video(video, plan_segments(8, 4, 8, 24), sample, anchor_strength=1.0)
     assert torch.equal(out[:8], video)
+    # float32 means of 192 elements, relative to the elements summed (the means are near 0): measured <= 2.1e-8
+    scale = scale_of(out)
     for start in (8, 16):
-        assert torch.allclose(out[start : start + 8].mean((0, 2, 3)), video.mean((0, 2, 3)), atol=1e-4)
+        means = out[start : start + 8].mean((0, 2, 3))
+        assert_close_scaled(means, video.mean((0, 2, 3)), FLOAT32_REORDERED, f"anchored means at {start}", scale)
+    # without anchoring the new frames keep their own offset of 3: 1.0e5x the bound
+    unanchored = extend_video(video, plan_segments(8, 4, 8, 24), sample, anchor_strength=0.0)
+    assert_far_off(unanchored[8:16].mean((0, 2, 3)), video.mean((0, 2, 3)), FLOAT32_REORDERED, 1e3, "no anchor", scale)
 
 
 def test_seam_report():
@@ -111,5 +127,14 @@ def test_seam_report():
         frames[i] = 0.1 * i  # smooth motion: difference 0.1 everywhere ...
     frames[8:] += 1.0  # ... except a jump at the seam before frame 8
     report = seam_report(frames, [8])
-    assert report["seam"] == pytest.approx(1.1) and report["inside"] == pytest.approx(0.1)
-    assert report["ratio"] == pytest.approx(11.0)
+    # float32 frames up to 2.1: each difference and mean is good to a few roundings of 2.1, which is 2e-5 of
+    # 0.1 (the old default rel=1e-6 of 0.1 was under one float32 ulp of the frames). Measured 4.5e-8 and 2.8e-9
+    # of 2.1.
+    scale = scale_of(frames)
+    assert_close_scaled(report["seam"], 1.1, FLOAT32_FEW_OPS, "seam difference", scale)
+    assert_close_scaled(report["inside"], 0.1, FLOAT32_FEW_OPS, "inside difference", scale)
+    # the ratio's relative error is the sum of its two terms' relative errors
+    ratio_rel = FLOAT32_FEW_OPS * scale * (1 / 1.1 + 1 / 0.1)
+    assert_close_scaled(report["ratio"], 11.0, ratio_rel, "seam ratio")
+    # the seam put one frame late (index 9) is far off: 4.8e5x the bound
+    assert_far_off(seam_report(frames, [9])["seam"], 1.1, FLOAT32_FEW_OPS, 1e3, "seam one frame late", scale)

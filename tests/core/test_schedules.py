@@ -8,6 +8,15 @@ import _torchvision_shim
 import numpy as np
 import pytest
 import torch
+from tolerances import (
+    FLOAT32_FEW_OPS,
+    FLOAT32_REORDERED,
+    FLOAT64_FEW_OPS,
+    FLOAT64_REORDERED,
+    assert_close_scaled,
+    assert_far_off,
+    quoted,
+)
 
 from atomo_core import schedules as S
 
@@ -35,38 +44,48 @@ def _zsnr_alphas_cumprod() -> torch.Tensor:
 def test_betas_follow_their_definitions_and_diffusers():
     linear = S.make_betas("linear")
     assert linear.dtype == torch.float64 and linear.shape == (1000,)
-    assert linear[0].item() == pytest.approx(0.00085) and linear[-1].item() == pytest.approx(0.012)
-    assert linear[1].item() == pytest.approx(0.00085 + (0.012 - 0.00085) / 999, rel=1e-12)
+    # float64 tables against their formulas: the endpoints are a few ops (measured exact), inner entries come
+    # from linspace, another formula for the same number (measured <= 3.6e-16 relative).
+    assert_close_scaled(linear[0].item(), 0.00085, FLOAT64_FEW_OPS, "linear beta_0")
+    assert_close_scaled(linear[-1].item(), 0.012, FLOAT64_FEW_OPS, "linear beta_T")
+    assert_close_scaled(linear[1].item(), 0.00085 + (0.012 - 0.00085) / 999, FLOAT64_REORDERED, "linear beta_1")
     scaled = S.make_betas("scaled_linear")
     step = (0.012**0.5 - 0.00085**0.5) / 999
-    assert scaled[500].item() == pytest.approx((0.00085**0.5 + 500 * step) ** 2, rel=1e-12)
+    assert_close_scaled(scaled[500].item(), (0.00085**0.5 + 500 * step) ** 2, FLOAT64_REORDERED, "scaled beta_500")
     for name in S.BETA_SCHEDULES:
         ours = S.make_betas(name)
         theirs = DDIMScheduler(beta_schedule=name, **SD15).betas.double()
-        assert (ours - theirs).abs().max().item() < 1e-8  # diffusers computes in float32
+        # diffusers computes in float32: linspace (and a square), a few float32 roundings per entry
+        # (measured 6.1e-8 and 1.5e-7 of the largest beta)
+        assert_close_scaled(ours, theirs, FLOAT32_FEW_OPS, f"{name} betas vs diffusers")
+        # ComfyUI's and diffusers' names mixed up (the other schedule) is far off: 1.3e5x the bound.
+        other = next(n for n in S.BETA_SCHEDULES if n != name)
+        assert_far_off(S.make_betas(other), theirs, FLOAT32_FEW_OPS, 1e3, f"{other} betas for {name}")
     with pytest.raises(ValueError, match="sqrt_linear"):
         S.make_betas("sqrt_linear")  # ComfyUI's name is not ours
 
 
 def test_sd15_alphas_cumprod_and_comfy_sigma_range():
     ab = S.alphas_cumprod(S.make_betas("scaled_linear"))
-    assert ab[0].item() == pytest.approx(1 - 0.00085, rel=1e-12)
-    assert ab[2].item() == pytest.approx(math.prod(1 - b for b in S.make_betas("scaled_linear")[:3].tolist()))
+    assert_close_scaled(ab[0].item(), 1 - 0.00085, FLOAT64_REORDERED, "alpha-bar_0")  # measured exact
+    three = math.prod(1 - b for b in S.make_betas("scaled_linear")[:3].tolist())
+    assert_close_scaled(ab[2].item(), three, FLOAT64_FEW_OPS, "alpha-bar_2")  # a product of 3: measured exact
     sigmas = S.sigmas_from_alphas_cumprod(ab)
-    assert sigmas[0].item() == pytest.approx(0.0292, abs=1e-4)  # ComfyUI's SD-1.5 sigma_min
-    assert sigmas[-1].item() == pytest.approx(14.6146, abs=1e-3)  # and sigma_max without zero SNR
+    assert sigmas[0].item() == quoted("0.0292")  # ComfyUI's SD-1.5 sigma_min, as printed (0.029167)
+    assert sigmas[-1].item() == quoted("14.6146")  # and sigma_max without zero SNR (14.614641)
 
 
 def test_zero_terminal_snr_follows_algorithm_1():
     ab = S.alphas_cumprod(S.make_betas("scaled_linear"))
     zsnr = S.rescale_zero_terminal_snr(ab)
     assert zsnr[-1].item() == 0.0
-    assert zsnr[0].item() == pytest.approx(ab[0].item(), rel=1e-14)
+    assert_close_scaled(zsnr[0].item(), ab[0].item(), FLOAT64_FEW_OPS, "rescaled alpha-bar_0")  # measured exact
     s, s_new = ab.sqrt(), zsnr.sqrt()
     s1, sT = s[0].item(), s[-1].item()
     for t in (1, 250, 600, 998):  # s' = (s - s_T) s_1 / (s_1 - s_T), pointwise
-        assert s_new[t].item() == pytest.approx((s[t].item() - sT) * s1 / (s1 - sT), rel=1e-12)
-    assert sT == pytest.approx(0.068265, abs=1e-6)  # SD-1.5's terminal sqrt(ab): the SNR being removed
+        # float64; s_998 - s_T cancels (s_998 is s_T + 0.6%), which amplifies round-off ~170x (measured exact)
+        assert_close_scaled(s_new[t].item(), (s[t].item() - sT) * s1 / (s1 - sT), FLOAT64_REORDERED, f"s'_{t}")
+    assert sT == quoted("0.068265")  # SD-1.5's terminal sqrt(ab): the SNR being removed (0.06826491)
     assert bool((zsnr[1:] < zsnr[:-1]).all())
 
 
@@ -74,25 +93,27 @@ def test_zero_terminal_snr_matches_diffusers():
     ours = _zsnr_alphas_cumprod()
     theirs = _ddim().alphas_cumprod.double()  # float32 in diffusers
     assert theirs[-1].item() == 0.0
-    assert (ours - theirs).abs().max().item() < 2e-6
+    # diffusers' float32 table: a cumulative product of 1000 float32 factors (random-walk error
+    # sqrt(1000) eps = 3.8e-6 of the value) and the rescale, against our float64 (measured 3.9e-7 of scale 1).
+    assert_close_scaled(ours, theirs, FLOAT32_REORDERED, "zero-SNR alpha-bar vs diffusers")
     plain = S.alphas_cumprod(S.make_betas("scaled_linear"))
-    assert (plain - theirs).abs().max().item() > 4e-3  # the comparison sees the rescale
+    assert_far_off(plain, theirs, FLOAT32_REORDERED, 1e2, "no rescale")  # the comparison sees the rescale: 3.5e3x
 
 
 def test_sigmas_clamp_the_terminal_zero_as_comfyui():
     sigmas = S.sigmas_from_alphas_cumprod(_zsnr_alphas_cumprod())
     c = S.COMFY_TERMINAL_ALPHAS_CUMPROD
-    assert sigmas[-1].item() == pytest.approx(math.sqrt((1 - c) / c), rel=1e-12)
-    assert sigmas[-1].item() == pytest.approx(4518.76, abs=0.01)
+    # float64, the same formula evaluated by torch and by math (measured exact)
+    assert_close_scaled(sigmas[-1].item(), math.sqrt((1 - c) / c), FLOAT64_REORDERED, "sigma_max")
+    assert sigmas[-1].item() == quoted("4518.76")  # ComfyUI's sigma_max, as printed (4518.7637)
     assert math.isfinite(sigmas[-1].item())
-    assert sigmas[-2].item() == pytest.approx(
-        math.sqrt((1 - _zsnr_alphas_cumprod()[-2].item()) / _zsnr_alphas_cumprod()[-2].item())
-    )
-    assert S.sigmas_from_alphas_cumprod(torch.tensor([0.0]), terminal_alphas_cumprod=0.01).item() == pytest.approx(
-        math.sqrt(99)
-    )
+    ab_2 = _zsnr_alphas_cumprod()[-2].item()
+    assert_close_scaled(sigmas[-2].item(), math.sqrt((1 - ab_2) / ab_2), FLOAT64_FEW_OPS, "sigma_998")
+    clamped = S.sigmas_from_alphas_cumprod(torch.tensor([0.0]), terminal_alphas_cumprod=0.01).item()
+    assert_close_scaled(clamped, math.sqrt(99), FLOAT32_FEW_OPS, "float32 clamp")  # a float32 tensor: 4.5e-8
     ab_back = S.alphas_cumprod_from_sigmas(sigmas)
-    assert (ab_back[:-1] - _zsnr_alphas_cumprod()[:-1]).abs().max().item() < 1e-12
+    # the round trip sigma -> alpha-bar in float64 (measured 1.1e-16 of scale 1)
+    assert_close_scaled(ab_back[:-1], _zsnr_alphas_cumprod()[:-1], FLOAT64_REORDERED, "alpha-bar from sigmas")
 
 
 # ------------------------------------------------------------------------------------------- timesteps
@@ -130,7 +151,7 @@ def test_trailing_sigmas():
     sig = S.trailing_sigmas(table, 4)
     assert sig.shape == (5,) and sig[-1].item() == 0.0
     assert sig[:4].tolist() == [table[999].item(), table[749].item(), table[499].item(), table[249].item()]
-    assert sig[0].item() == pytest.approx(4518.76, abs=0.01)
+    assert sig[0].item() == quoted("4518.76")
     assert bool((sig[1:] < sig[:-1]).all())
 
 
@@ -141,15 +162,17 @@ def test_conversions_with_hand_numbers():
     ab = 0.64  # sqrt(ab) = 0.8, sqrt(1 - ab) = 0.6
     x0, eps = torch.tensor([0.5]), torch.tensor([1.0])
     x_t = torch.tensor([1.0])  # 0.8 * 0.5 + 0.6 * 1.0
+    # float32 tensors, a few ops on numbers of order 1 (measured 0 and 6e-8 relative)
     v = S.v_from_eps_x0(eps, x0, ab)
-    assert v.item() == pytest.approx(0.5)  # 0.8 * 1.0 - 0.6 * 0.5
-    assert S.x0_from_v(x_t, v, ab).item() == pytest.approx(0.5)
-    assert S.eps_from_v(x_t, v, ab).item() == pytest.approx(1.0)
-    assert S.x0_from_eps(x_t, eps, ab).item() == pytest.approx(0.5)
+    assert_close_scaled(v, 0.5, FLOAT32_FEW_OPS, "v")  # 0.8 * 1.0 - 0.6 * 0.5
+    assert_close_scaled(S.x0_from_v(x_t, v, ab), 0.5, FLOAT32_FEW_OPS, "x0 from v")
+    assert_close_scaled(S.eps_from_v(x_t, v, ab), 1.0, FLOAT32_FEW_OPS, "eps from v")
+    assert_close_scaled(S.x0_from_eps(x_t, eps, ab), 0.5, FLOAT32_FEW_OPS, "x0 from eps")
     sigma = 0.75  # sqrt(0.36 / 0.64); x = x_t / 0.8 = 1.25
     x = torch.tensor([1.25])
-    assert S.denoised_from_v_sigma(x, v, sigma).item() == pytest.approx(0.5)  # 1.25 / 1.5625 - 0.5 * 0.75 / 1.25
-    assert S.denoised_from_eps_sigma(x, eps, sigma).item() == pytest.approx(0.5)  # 1.25 - 0.75
+    # 1.25 / 1.5625 - 0.5 * 0.75 / 1.25, and 1.25 - 0.75
+    assert_close_scaled(S.denoised_from_v_sigma(x, v, sigma), 0.5, FLOAT32_FEW_OPS, "denoised from v")
+    assert_close_scaled(S.denoised_from_eps_sigma(x, eps, sigma), 0.5, FLOAT32_FEW_OPS, "denoised from eps")
 
 
 def test_conversions_round_trip_with_per_sample_levels():
@@ -161,20 +184,25 @@ def test_conversions_round_trip_with_per_sample_levels():
     ab = torch.tensor([0.9, 0.3, 0.01], dtype=torch.float64)
     x_t = ab.sqrt().view(3, 1, 1, 1) * x0 + (1 - ab).sqrt().view(3, 1, 1, 1) * eps
     v = S.v_from_eps_x0(eps, x0, ab)
-    assert torch.allclose(S.x0_from_v(x_t, v, ab), x0, atol=1e-12)
-    assert torch.allclose(S.eps_from_v(x_t, v, ab), eps, atol=1e-12)
-    assert torch.allclose(S.x0_from_eps(x_t, eps, ab), x0, atol=1e-10)
+    # float64 round trips, a few element-wise ops each; dividing by sqrt(ab) = 0.1 amplifies round-off 10x at
+    # most, still under 45 eps64 (measured <= 6.5e-16 of the scale, 3.1)
+    assert_close_scaled(S.x0_from_v(x_t, v, ab), x0, FLOAT64_FEW_OPS, "x0 from v")
+    assert_close_scaled(S.eps_from_v(x_t, v, ab), eps, FLOAT64_FEW_OPS, "eps from v")
+    assert_close_scaled(S.x0_from_eps(x_t, eps, ab), x0, FLOAT64_FEW_OPS, "x0 from eps")
     sigma = ((1 - ab) / ab).sqrt()
     x = x0 + sigma.view(3, 1, 1, 1) * eps
-    assert torch.allclose(x / (sigma.view(3, 1, 1, 1) ** 2 + 1).sqrt(), x_t, atol=1e-12)  # the UNet input is x_t
-    assert torch.allclose(S.denoised_from_v_sigma(x, v, sigma), x0, atol=1e-12)
-    assert torch.allclose(S.denoised_from_eps_sigma(x, eps, sigma), x0, atol=1e-12)
-    assert not torch.allclose(S.denoised_from_v_sigma(x, v, sigma.flip(0)), x0, atol=1e-2)  # per sample
+    unet_input = x / (sigma.view(3, 1, 1, 1) ** 2 + 1).sqrt()
+    assert_close_scaled(unet_input, x_t, FLOAT64_FEW_OPS, "UNet input")  # the UNet input is x_t
+    assert_close_scaled(S.denoised_from_v_sigma(x, v, sigma), x0, FLOAT64_FEW_OPS, "denoised from v")
+    assert_close_scaled(S.denoised_from_eps_sigma(x, eps, sigma), x0, FLOAT64_FEW_OPS, "denoised from eps")
+    # the levels applied to the wrong samples are far off (measured 8.7e14x the bound): per sample
+    assert_far_off(S.denoised_from_v_sigma(x, v, sigma.flip(0)), x0, FLOAT64_FEW_OPS, 1e11, "flipped levels")
 
 
 # ------------------------------------------------------------------------------- end to end: DDIM vs ours
 
 MU_SEED, STEPS, DATA_STD = 7, 25, 0.6
+SIGMA_MAX_GAP = 3e-4  # of the sample's scale: ComfyUI's clamped sigma_max vs DDIM's exact zero SNR (see below)
 
 
 class GaussianData:
@@ -230,18 +258,22 @@ def test_zero_snr_v_sampling_matches_diffusers_ddim(problem):
     model, noise, table = problem
     ddim = _run_ddim(model, noise)
     ours = _run_euler(model, noise, table)
-    assert (ours - ddim).abs().max().item() < 1e-3  # 3.0e-4: ComfyUI's finite sigma_max vs DDIM's ab_T = 0
+    # float64 throughout, so no round-off bound: the bound covers ComfyUI's finite sigma_max (4518.76) against
+    # DDIM's ab_T = 0, measured 3.0e-4 on a scale of 3.1 (9.7e-5 relative).
+    assert_close_scaled(ours, ddim, SIGMA_MAX_GAP, "Euler in sigma space vs diffusers' DDIM")
     # The probability-flow ODE of Gaussian data maps x_T to mu + s * x_T exactly; 25 first-order steps
-    # miss it by 0.17, 1000 steps by 0.0067: the denoiser is right and the sampler converges to it.
+    # miss it by 0.17 (5.2% of the scale 3.3), 1000 steps by 0.0067 (0.2%): discretisation errors, not round-off.
+    # The denoiser is right and the sampler converges to it.
     exact = model.mu + DATA_STD * noise
-    assert (ddim - exact).abs().max().item() < 0.25
-    assert (_run_euler(model, noise, table, steps=1000) - exact).abs().max().item() < 0.01
+    assert_close_scaled(ddim, exact, 0.075, "25 DDIM steps vs the exact flow")
+    assert_close_scaled(_run_euler(model, noise, table, steps=1000), exact, 0.003, "1000 Euler steps vs the flow")
 
 
 def test_end_to_end_comparison_sees_a_wrong_schedule(problem):
     model, noise, table = problem
     ours = _run_euler(model, noise, table)
     leading = _run_ddim(model, noise, timestep_spacing="leading")
-    assert (ours - leading).abs().max().item() > 1e-2  # 0.035
+    assert_far_off(ours, leading, SIGMA_MAX_GAP, 10, "leading spacing")  # 0.035: 37x the bound
     no_zsnr = S.sigmas_from_alphas_cumprod(S.alphas_cumprod(S.make_betas("scaled_linear")))
-    assert (_run_euler(model, noise, no_zsnr) - _run_ddim(model, noise)).abs().max().item() > 1e-2  # 0.086
+    ddim = _run_ddim(model, noise)
+    assert_far_off(_run_euler(model, noise, no_zsnr), ddim, SIGMA_MAX_GAP, 10, "no zero SNR")  # 0.086: 92x
