@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange, repeat
+from einops import repeat
 
+from .attention import AttentionFunction, sdpa_attention
 from .errors import ConditioningError
 
 IP_LAYERS = "ip_adapter."
@@ -96,10 +97,7 @@ def ip_key_value(
     return k_ip, v_ip
 
 
-def multihead_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """Softmax attention, scale ``1/sqrt(C/heads)``: ``q [B, Nq, C]``, ``k, v [B, Nk, C] -> [B, Nq, C]``."""
-    q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=heads) for t in (q, k, v))
-    return rearrange(F.scaled_dot_product_attention(q, k, v), "b h n d -> b n (h d)")
+multihead_attention = sdpa_attention  # the core's default attention function (``attention.py``)
 
 
 def repeat_per_chunk(x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -125,17 +123,20 @@ def decoupled_attention(
     v_ip: torch.Tensor,
     heads: int,
     scale: float | torch.Tensor = 1.0,
+    attention: AttentionFunction | None = None,
 ) -> torch.Tensor:
     """IP-Adapter's attention at one site, before the site's ``to_out``.
 
     ``q [B, Nq, C]`` and ``k_text, v_text [B, Nt, C]`` are already projected by the site's ``to_q/to_k/to_v``
     (what a ComfyUI attn2 replace patch receives); ``k_ip, v_ip [B or c, Ni, C]`` come from ``ip_key_value``
     (with ``c`` rows, row i serves the i-th chunk of ``B/c`` frames: ``repeat_per_chunk``). ``scale`` is a
-    number or a tensor broadcastable to ``[B, 1, 1]``. Returns ``[B, Nq, C]``:
+    number or a tensor broadcastable to ``[B, 1, 1]``. Both attentions run through ``attention`` (``None``: SDPA;
+    the host passes ComfyUI's backend). Returns ``[B, Nq, C]``:
 
         softmax(q k_textᵀ/√d) v_text + scale · softmax(q k_ipᵀ/√d) v_ip,   d = C / heads
     """
+    attention = attention or sdpa_attention
     k_ip, v_ip = (repeat_per_chunk(t.to(q), q.shape[0]) for t in (k_ip, v_ip))
     if isinstance(scale, torch.Tensor):
         scale = scale.to(q)
-    return multihead_attention(q, k_text, v_text, heads) + scale * multihead_attention(q, k_ip, v_ip, heads)
+    return attention(q, k_text, v_text, heads) + scale * attention(q, k_ip, v_ip, heads)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from . import layout
+from .attention import resolve_operations
 from .temporal_attention import TemporalAttentionLayer
 from .temporal_conv import TemporalConvLayer
 
@@ -81,10 +82,11 @@ class MotionModule(nn.Module):
     under their ``image_proj.*``/``ip_adapter.*`` keys, possibly empty).
     """
 
-    def __init__(self, config: MotionModuleConfig, name: str = "motion module"):
+    def __init__(self, config: MotionModuleConfig, name: str = "motion module", operations=None):
         super().__init__()
         self.config = config
         self.name = name
+        self.operations = resolve_operations(operations)
         self.conv_in_weight: torch.Tensor | None = None
         self.ip_adapter_weights: dict[str, torch.Tensor] = {}
         self.down_blocks = nn.ModuleList([_BlockLayers() for _ in range(4)])
@@ -97,9 +99,10 @@ class MotionModule(nn.Module):
                     heads=config.heads,
                     position_encoding=config.position_encoding,
                     max_frames=config.max_frames,
+                    operations=operations,
                 )
             elif site.kind == layout.TEMPORAL_CONV and config.temporal_conv:
-                layer = TemporalConvLayer(site.channels)
+                layer = TemporalConvLayer(site.channels, operations=operations)
             else:
                 continue
             self._layer_list(site).append(layer)
@@ -126,6 +129,22 @@ class MotionModule(nn.Module):
     @property
     def accepts_images(self) -> bool:
         return self.config.image_conditioning is not None and self.conv_in_weight is not None
+
+    def with_operations(self, operations, dtype: torch.dtype | None = None) -> MotionModule:
+        """The same module built from other layer ``operations`` (e.g. ComfyUI's cast ops), sharing this one's
+        tensors (no copy) unless ``dtype`` asks for a cast of the floating-point ones. Not trainable (no grad,
+        eval mode): this is how the host runs a module, not how the trainer holds one."""
+        with torch.device("meta"):
+            rebuilt = MotionModule(self.config, self.name, operations)
+
+        def cast(t: torch.Tensor) -> torch.Tensor:
+            return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+        rebuilt.load_state_dict({k: cast(v.detach()) for k, v in self.state_dict().items()}, strict=True, assign=True)
+        rebuilt.requires_grad_(False).eval()
+        rebuilt.conv_in_weight = None if self.conv_in_weight is None else cast(self.conv_in_weight)
+        rebuilt.ip_adapter_weights = {k: cast(v) for k, v in self.ip_adapter_weights.items()}
+        return rebuilt
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         """The weights that are not temporal layers, under their file keys."""

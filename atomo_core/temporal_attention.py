@@ -6,6 +6,10 @@ lets every pixel attend across the ``f`` frames of its own video:
 
     x  ->  GroupNorm (per frame)  ->  proj_in  ->  [temporal self-attention x2, feed-forward]  ->  proj_out  -> + x
 
+Layers are built from an ``operations`` namespace (``torch.nn`` by default, ComfyUI's cast operations from the
+host) and the attention runs through the ``attention`` function handed to ``forward`` (SDPA by default, the
+host's backend inside ComfyUI): see ``attention.py``.
+
 The parameter names reproduce AnimateDiff's state-dict keys (``temporal_transformer.norm``,
 ``transformer_blocks.0.attention_blocks.0.to_q`` ...), so released motion modules load with a plain
 ``load_state_dict``. The sinusoidal position encoding is regenerated here rather than read from the
@@ -21,17 +25,21 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .attention import AttentionFunction, resolve_operations, sdpa_attention
 from .errors import FrameLimitError
 
 
 class TemporalLayer(nn.Module):
     """A layer that mixes information across the frames of a batch.
 
-    ``forward(x, num_frames)`` takes ``x: [(b f), c, h, w]`` and returns the same shape. The host calls
-    every ``TemporalLayer`` with the frame count it derives from the batch on that very call.
+    ``forward(x, num_frames, attention=None)`` takes ``x: [(b f), c, h, w]`` and returns the same shape. The
+    host calls every ``TemporalLayer`` with the frame count it derives from the batch on that very call, and
+    with its attention function (``None``: SDPA); layers without attention ignore it.
     """
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:  # pragma: no cover - abstract
+    def forward(
+        self, x: torch.Tensor, num_frames: int, attention: AttentionFunction | None = None
+    ) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -54,9 +62,9 @@ def sinusoidal_position_encoding(
 class GEGLU(nn.Module):
     """``proj`` to twice the width, then ``value * gelu(gate)``."""
 
-    def __init__(self, dim: int, inner_dim: int):
+    def __init__(self, dim: int, inner_dim: int, operations=None):
         super().__init__()
-        self.proj = nn.Linear(dim, inner_dim * 2)
+        self.proj = resolve_operations(operations).Linear(dim, inner_dim * 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         value, gate = self.proj(x).chunk(2, dim=-1)
@@ -66,10 +74,11 @@ class GEGLU(nn.Module):
 class FeedForward(nn.Module):
     """``net = [GEGLU, dropout slot, Linear]`` (keys ``net.0.proj``, ``net.2``), 4x inner width."""
 
-    def __init__(self, dim: int, mult: int = 4):
+    def __init__(self, dim: int, mult: int = 4, operations=None):
         super().__init__()
+        ops = resolve_operations(operations)
         inner = dim * mult
-        self.net = nn.ModuleList([GEGLU(dim, inner), nn.Identity(), nn.Linear(inner, dim)])
+        self.net = nn.ModuleList([GEGLU(dim, inner, ops), nn.Identity(), ops.Linear(inner, dim)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.net:
@@ -84,43 +93,43 @@ class TemporalSelfAttention(nn.Module):
     (already normalised) input of the attention, not to the residual stream, as in AnimateDiff.
     """
 
-    def __init__(self, dim: int, heads: int = 8, position_encoding: bool = True):
+    def __init__(self, dim: int, heads: int = 8, position_encoding: bool = True, operations=None):
         super().__init__()
+        ops = resolve_operations(operations)
         self.heads = heads
         self.position_encoding = position_encoding
-        self.to_q = nn.Linear(dim, dim, bias=False)
-        self.to_k = nn.Linear(dim, dim, bias=False)
-        self.to_v = nn.Linear(dim, dim, bias=False)
-        self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Identity()])
+        self.to_q = ops.Linear(dim, dim, bias=False)
+        self.to_k = ops.Linear(dim, dim, bias=False)
+        self.to_v = ops.Linear(dim, dim, bias=False)
+        self.to_out = nn.ModuleList([ops.Linear(dim, dim), nn.Identity()])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x: [n, f, c] -> [n, f, c]``."""
+    def forward(self, x: torch.Tensor, attention: AttentionFunction | None = None) -> torch.Tensor:
+        """``x: [n, f, c] -> [n, f, c]``; ``attention`` sees ``q, k, v [n, f, c]`` (n sequences of f frames)."""
         if self.position_encoding:
             x = x + sinusoidal_position_encoding(x.shape[1], x.shape[2], device=x.device, dtype=x.dtype)
-        q, k, v = (
-            rearrange(proj(x), "n f (h d) -> n h f d", h=self.heads) for proj in (self.to_q, self.to_k, self.to_v)
-        )
-        out = F.scaled_dot_product_attention(q, k, v)
-        out = rearrange(out, "n h f d -> n f (h d)")
+        out = (attention or sdpa_attention)(self.to_q(x), self.to_k(x), self.to_v(x), self.heads)
         return self.to_out[0](out)
 
 
 class TemporalTransformerBlock(nn.Module):
     """Pre-LayerNorm residual stack: ``attention_blocks`` (with ``norms``) then ``ff`` (with ``ff_norm``)."""
 
-    def __init__(self, dim: int, heads: int = 8, num_attention_blocks: int = 2, position_encoding: bool = True):
+    def __init__(
+        self, dim: int, heads: int = 8, num_attention_blocks: int = 2, position_encoding: bool = True, operations=None
+    ):
         super().__init__()
+        ops = resolve_operations(operations)
         self.attention_blocks = nn.ModuleList(
-            [TemporalSelfAttention(dim, heads, position_encoding) for _ in range(num_attention_blocks)]
+            [TemporalSelfAttention(dim, heads, position_encoding, ops) for _ in range(num_attention_blocks)]
         )
-        self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(num_attention_blocks)])
-        self.ff = FeedForward(dim)
-        self.ff_norm = nn.LayerNorm(dim)
+        self.norms = nn.ModuleList([ops.LayerNorm(dim) for _ in range(num_attention_blocks)])
+        self.ff = FeedForward(dim, operations=ops)
+        self.ff_norm = ops.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention: AttentionFunction | None = None) -> torch.Tensor:
         """``x: [n, f, c] -> [n, f, c]``."""
-        for attention, norm in zip(self.attention_blocks, self.norms, strict=True):
-            x = attention(norm(x)) + x
+        for block, norm in zip(self.attention_blocks, self.norms, strict=True):
+            x = block(norm(x), attention) + x
         return self.ff(self.ff_norm(x)) + x
 
 
@@ -135,25 +144,27 @@ class TemporalTransformer(nn.Module):
         num_attention_blocks: int = 2,
         position_encoding: bool = True,
         norm_groups: int = 32,
+        operations=None,
     ):
         super().__init__()
-        self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6, affine=True)
-        self.proj_in = nn.Linear(channels, channels)
+        ops = resolve_operations(operations)
+        self.norm = ops.GroupNorm(norm_groups, channels, eps=1e-6, affine=True)
+        self.proj_in = ops.Linear(channels, channels)
         self.transformer_blocks = nn.ModuleList(
             [
-                TemporalTransformerBlock(channels, heads, num_attention_blocks, position_encoding)
+                TemporalTransformerBlock(channels, heads, num_attention_blocks, position_encoding, ops)
                 for _ in range(num_blocks)
             ]
         )
-        self.proj_out = nn.Linear(channels, channels)
+        self.proj_out = ops.Linear(channels, channels)
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, attention: AttentionFunction | None = None) -> torch.Tensor:
         """``x: [(b f), c, h, w] -> [(b f), c, h, w]``."""
         height, width = x.shape[-2:]
         tokens = rearrange(self.norm(x), "(b f) c h w -> (b h w) f c", f=num_frames)
         tokens = self.proj_in(tokens)
         for block in self.transformer_blocks:
-            tokens = block(tokens)
+            tokens = block(tokens, attention)
         tokens = self.proj_out(tokens)
         return rearrange(tokens, "(b h w) f c -> (b f) c h w", h=height, w=width) + x
 
@@ -173,20 +184,21 @@ class TemporalAttentionLayer(TemporalLayer):
         num_attention_blocks: int = 2,
         position_encoding: bool = True,
         max_frames: int | None = 32,
+        operations=None,
     ):
         super().__init__()
         self.max_frames = max_frames
         self.temporal_transformer = TemporalTransformer(
-            channels, heads, num_blocks, num_attention_blocks, position_encoding
+            channels, heads, num_blocks, num_attention_blocks, position_encoding, operations=operations
         )
         nn.init.zeros_(self.temporal_transformer.proj_out.weight)
         nn.init.zeros_(self.temporal_transformer.proj_out.bias)
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, attention: AttentionFunction | None = None) -> torch.Tensor:
         if self.max_frames is not None and num_frames > self.max_frames:
             raise FrameLimitError(
                 f"The temporal attention was trained on at most {self.max_frames} frames but got "
                 f"{num_frames}. Use {self.max_frames} frames or fewer per clip, or extend the clip with "
                 "Predict Next Frames."
             )
-        return self.temporal_transformer(x, num_frames)
+        return self.temporal_transformer(x, num_frames, attention)
