@@ -6,9 +6,12 @@ import pytest
 import torch
 from einops import rearrange
 from reference_animatediff import motion_module_forward
+from tolerances import FLOAT32_REORDERED, assert_close_scaled, assert_far_off
 from weights import animatediff_state_dict, position_encoding
 
+from atomo_core.attention import TORCH_OPERATIONS, resolve_operations, sdpa_attention
 from atomo_core.errors import FrameLimitError
+from atomo_core.motion_module import MotionModule, MotionModuleConfig
 from atomo_core.temporal_attention import TemporalAttentionLayer, sinusoidal_position_encoding
 from atomo_core.temporal_conv import TemporalConvLayer
 
@@ -47,8 +50,8 @@ def test_temporal_attention_matches_original_module(site_weights):
     expected = motion_module_forward(video, site_weights, PREFIX)
     ours = _layer(site_weights)(rearrange(video, "b c f h w -> (b f) c h w"), f)
     ours = rearrange(ours, "(b f) c h w -> b c f h w", f=f)
-    err = _relative(ours, expected)
-    assert err < 1e-5, err
+    # SDPA and einops against the reference's explicit matmuls: the same float32 maths in another order.
+    assert_close_scaled(ours, expected, FLOAT32_REORDERED, "temporal attention vs original AnimateDiff")
     # The weights are sensitive: a one-position shift of the encoding moves the output far beyond the tolerance.
     shifted = motion_module_forward(video, site_weights, PREFIX, pe_shift=1)
     assert _relative(shifted, expected) > 1e-2
@@ -78,8 +81,11 @@ def test_videos_in_a_batch_do_not_mix(site_weights):
     f = 8
     a, b = torch.randn(f, 640, 2, 2), torch.randn(f, 640, 2, 2)
     both = layer(torch.cat([a, b]), f)
-    assert torch.allclose(both[:f], layer(a, f), atol=1e-5)
-    assert torch.allclose(both[f:], layer(b, f), atol=1e-5)
+    # One batch of two videos against each alone: other GEMM shapes, so another summation order.
+    assert_close_scaled(both[:f], layer(a, f), FLOAT32_REORDERED, "first video")
+    assert_close_scaled(both[f:], layer(b, f), FLOAT32_REORDERED, "second video")
+    # Had the layer mixed the videos (frames counted over the batch), the figure would be far off.
+    assert_far_off(layer(torch.cat([a, b]), 2 * f)[:f], layer(a, f), FLOAT32_REORDERED, 100, "videos mixed")
     # Frames do interact within a video: changing frame 0 changes frame 5's output.
     a2 = a.clone()
     a2[0] += torch.randn(640, 2, 2)  # (a constant shift would vanish in the per-frame GroupNorm)
@@ -116,7 +122,9 @@ def test_temporal_conv_is_identity_when_fresh_and_a_frame_convolution_otherwise(
             window = padded[t : t + 3]  # [3, c, h, w]
             expected[v, t] = torch.einsum("oik,kihw->ohw", layer.conv.weight, window) + layer.conv.bias[:, None, None]
     expected = expected.reshape(12, 320, 3, 3) + x
-    assert torch.allclose(out, expected, atol=1e-5)
+    # conv1d against an einsum per window: the same 960-term sums in another order.
+    assert_close_scaled(out, expected, FLOAT32_REORDERED, "temporal conv vs its definition")
+    assert_far_off(out, expected - layer.conv.bias[:, None, None], FLOAT32_REORDERED, 100, "bias dropped")
 
 
 def test_temporal_conv_rejects_even_kernels():
@@ -139,3 +147,75 @@ def test_half_precision_layers_keep_their_dtype_and_track_fp32(site_weights, dty
     conv_half.load_state_dict({k: v.to(dtype) for k, v in conv.state_dict().items()})
     out = conv_half(x.to(dtype), 16)
     assert out.dtype == dtype and _relative(out.float(), conv(x, 16)) < tolerance
+
+
+class _RecordingOps:
+    """An operations namespace whose layers are torch's, recording what was built with them."""
+
+    def __init__(self):
+        self.built = []
+        for name in ("Linear", "Conv1d", "GroupNorm", "LayerNorm"):
+            base = getattr(torch.nn, name)
+            setattr(self, name, type(name, (base,), {"__init__": self._init(base)}))
+
+    def _init(self, base):
+        built = self.built
+
+        def __init__(layer, *args, **kwargs):
+            base.__init__(layer, *args, **kwargs)
+            built.append(base.__name__)
+
+        return __init__
+
+
+def test_every_layer_comes_from_the_operations_namespace():
+    ops = _RecordingOps()
+    with torch.device("meta"):
+        module = MotionModule(MotionModuleConfig(family="atomovideo", temporal_conv=True, mid_block=False), "m", ops)
+    leaves = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
+    assert leaves and all(type(m).__name__ in {"Linear", "Conv1d", "GroupNorm", "LayerNorm"} for m in leaves)
+    assert all(type(m) in {ops.Linear, ops.Conv1d, ops.GroupNorm, ops.LayerNorm} for m in leaves)
+    assert len(ops.built) == len(leaves)
+    assert resolve_operations(None) is TORCH_OPERATIONS
+    with pytest.raises(TypeError, match="lacks Conv1d, GroupNorm, LayerNorm"):
+        resolve_operations(type("Partial", (), {"Linear": torch.nn.Linear}))
+
+
+def test_with_operations_shares_the_tensors_and_gives_the_same_output(site_weights):
+    config = MotionModuleConfig(family="animatediff_v2")
+    module = MotionModule(config, "v2")
+    full = animatediff_state_dict("v2", seed=3)
+    module.load_state_dict({k: v for k, v in full.items() if "pos_encoder" not in k})
+    ops = _RecordingOps()
+    rebuilt = module.with_operations(ops)
+    before = dict(module.named_parameters())
+    assert all(p.data_ptr() == before[n].data_ptr() for n, p in rebuilt.named_parameters())
+    assert not any(p.requires_grad for p in rebuilt.parameters()) and not rebuilt.training
+    x = torch.randn(8, 640, 2, 2, generator=torch.Generator().manual_seed(5))
+    (site, layer), (_, layer2) = module.placements()[2], rebuilt.placements()[2]
+    assert site.channels == 640 and isinstance(layer2.temporal_transformer.proj_in, ops.Linear)
+    assert torch.equal(layer(x, 8), layer2(x, 8))  # same ops, same tensors
+    half = module.with_operations(None, dtype=torch.float16)
+    assert {p.dtype for p in half.parameters()} == {torch.float16}
+    assert {p.dtype for p in module.parameters()} == {torch.float32}  # the original is untouched
+
+
+def test_attention_is_the_callers(site_weights):
+    layer = _layer(site_weights)
+    x = torch.randn(16, 640, 3, 3, generator=torch.Generator().manual_seed(6))
+    seen = []
+
+    def recording(q, k, v, heads):
+        seen.append((tuple(q.shape), heads))
+        return sdpa_attention(q, k, v, heads)
+
+    default = layer(x, 16)
+    assert torch.equal(layer(x, 16, attention=recording), default)  # SDPA is the default
+    assert seen == [((9, 16, 640), 8)] * 2  # 3x3 pixels: 9 sequences of 16 frames, 8 heads, two attentions
+
+    def one_head(q, k, v, heads):
+        return sdpa_attention(q, k, v, 1)
+
+    assert_far_off(layer(x, 16, attention=one_head), default, FLOAT32_REORDERED, 100, "attention with 1 head")
+    conv = TemporalConvLayer(640)
+    assert torch.equal(conv(x, 16, attention=one_head), x)  # a layer without attention ignores it
