@@ -41,6 +41,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     _host.add_step_timing_args(p)
     p.add_argument("--cfg", type=float, default=7.5, help="CFG scale (> 1: cond and uncond are evaluated)")
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of {', '.join(CONFIGS)}")
+    p.add_argument("--module-dtype", choices=("same", *sorted(DTYPES)), default="same",
+                   help="the motion-module file's dtype (same: the UNet's --dtype), e.g. fp16 on an fp32 CPU UNet")
+    p.add_argument("--storage", choices=("default", "compute", "file"), default="default",
+                   help="how the host keeps the module's weights: converted once to the UNet's compute dtype, or "
+                        "in the file's dtype and cast per call (default: the host adapter's DEFAULT_STORAGE)")
     p.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     _host.check_step_timing_args(p, args, CONFIGS)
@@ -66,9 +71,15 @@ def run_worker(args: argparse.Namespace) -> dict:
     unet_bytes = nbytes(model.model.diffusion_model.parameters())
     unet_params = sum(p.numel() for p in model.model.diffusion_model.parameters())
     module_bytes = module_params = 0
+    storage = None
     if args.worker != "bare":
-        module = build_motion_module(args.worker, dtype, args.frames, args.seed + 1)
-        model = _host.ours("nodes.host_adapter").attach_motion_module(model, module, apply_sampling=True)
+        host = _host.ours("nodes.host_adapter")
+        storage = host.DEFAULT_STORAGE if args.storage == "default" else args.storage
+        file_dtype = dtype if args.module_dtype == "same" else getattr(torch, DTYPES[args.module_dtype])
+        module = build_motion_module(args.worker, file_dtype, args.frames, args.seed + 1)
+        model = host.attach_motion_module(model, module, apply_sampling=True, storage=storage)
+        del module  # what a loaded file leaves: only the host's copy (or the file's tensors it shares)
+        module = model.get_attachment("atomo_video").module
         module_bytes = nbytes(module.parameters()) + nbytes(module.extra_tensors().values())
         module_params = sum(p.numel() for p in module.parameters())
     build_s = time.perf_counter() - t0
@@ -131,6 +142,8 @@ def run_worker(args: argparse.Namespace) -> dict:
         "module_bytes": module_bytes,
         **_host.environment(device, args.dtype),
         "manual_cast_dtype": str(model.model.manual_cast_dtype).replace("torch.", "") if model.model.manual_cast_dtype else None,
+        "module_file_dtype": None if args.worker == "bare" else (args.module_dtype if args.module_dtype != "same" else args.dtype),
+        "module_storage": storage,
         "latent_shape": list(latent_shape),
         "image_size": [args.width, args.height],
         "frames": args.frames,
@@ -146,7 +159,8 @@ def run_worker(args: argparse.Namespace) -> dict:
 
 # ------------------------------------------------------------------------------------------------ driver
 def _forward_args(args: argparse.Namespace) -> list[str]:
-    return [*_host.common_forward_args(args), "--cfg", str(args.cfg)]
+    return [*_host.common_forward_args(args), "--cfg", str(args.cfg), "--module-dtype", args.module_dtype,
+            "--storage", args.storage]
 
 
 def _peak(result: dict) -> int | None:

@@ -3,13 +3,15 @@
 Everything goes through ComfyUI's public ModelPatcher hooks, on a clone:
 
 - the motion module is its own ``ModelPatcher`` attached with ``set_additional_models``, so ComfyUI loads,
-  offloads and frees it with the UNet;
+  offloads and frees it with the UNet; its layers are rebuilt from ComfyUI's cast operations (``comfy.ops``),
+  so ComfyUI's partial (low-VRAM) loading streams them and casts their weights per call like its own;
 - a ``PatcherInjection`` inserts each temporal layer into its UNet block when the UNet is patched and removes
   it when the UNet is unpatched (weights are loaded and LoRA-patched while ejected, so the UNet's own keys
   never move); for AnimateDiff v1 and PIA it also wraps the ResBlock/output GroupNorms so they take
   statistics over all frames of a video, as those modules were trained;
 - a ``forward_timestep_embed`` patch calls the inserted layers with the frame count, derived on every call
-  from the batch and ``transformer_options["cond_or_uncond"]``;
+  from the batch and ``transformer_options["cond_or_uncond"]``, and with ComfyUI's attention function (the
+  backend the user chose, and its batch split), looked up on every call;
 - a diffusion-model wrapper checks the frame count against the module's limit before any layer runs;
 - ``model_sampling`` is object-patched to the schedule the module was trained with.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 
 import comfy.model_patcher
+import comfy.ops
 import comfy.patcher_extension
 import torch
 from einops import rearrange
@@ -27,19 +30,26 @@ from ..atomo_core.errors import AtomoError, FrameLimitError
 from ..atomo_core.formats import FAMILY_LABELS
 from ..atomo_core.motion_module import MotionModule
 from ..atomo_core.temporal_attention import TemporalLayer
+from .attention import comfy_attention
+from .conv_in import remove_conv_in
+from .ip_adapter_patch import remove_ip_adapter
 from .model_sampling import patch_model_sampling
 
 log = logging.getLogger("AtomoVideo")
 
 KEY = "atomo_video"
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+STORAGE_CHOICES = ("compute", "file")  # how the module's weights are kept: see storage_dtype
+DEFAULT_STORAGE = "compute"
 
 
 class MotionAttachment:
     """What a MODEL carries once a motion module is attached (``model.get_attachment(KEY)``)."""
 
-    def __init__(self, module: MotionModule, patcher):
+    def __init__(self, module: MotionModule, patcher, model_sampling=None):
         self.module = module
         self.patcher = patcher
+        self.model_sampling = model_sampling  # the object patch Load Motion Module set (None: "keep model's")
         self.frames: int | None = None  # frames per video of the UNet call in progress
 
     @property
@@ -84,17 +94,14 @@ def check_sd15(model, module_name: str) -> None:
         )
 
 
-def _call_layer(layer, x: torch.Tensor, transformer_options: dict) -> torch.Tensor:
-    frames = frames_per_video(x.shape[0], transformer_options)
-    weight = next(layer.parameters(), None)
-    if weight is not None and (weight.dtype != x.dtype or weight.device != x.device):
-        return layer(x.to(device=weight.device, dtype=weight.dtype), frames).to(device=x.device, dtype=x.dtype)
-    return layer(x, frames)
-
-
 def temporal_layer_handler(layer, x, emb, context, transformer_options, *args, **kwargs):
-    """``forward_timestep_embed_patch`` handler: run an inserted temporal layer on this call's frames."""
-    return _call_layer(layer, x, transformer_options)
+    """``forward_timestep_embed_patch`` handler: run an inserted temporal layer on this call's frames.
+
+    The layer's cast operations move and cast its weights to ``x``'s device and dtype when ComfyUI loaded it
+    partially or stores it in another dtype; ``x`` itself is never moved.
+    """
+    frames = frames_per_video(x.shape[0], transformer_options)
+    return layer(x, frames, attention=comfy_attention(transformer_options))
 
 
 class FrameGroupNorm(torch.nn.Module):
@@ -189,11 +196,34 @@ def _diffusion_model_wrapper(attachment: MotionAttachment):
             )
         attachment.frames = frames
         try:
-            return executor(x, *args, **kwargs)
+            return executor(_pad_missing_image_channels(executor, x), *args, **kwargs)
         finally:
             attachment.frames = None
 
     return wrapper
+
+
+def _pad_missing_image_channels(executor, x: torch.Tensor) -> torch.Tensor:
+    """A condition that carries no image channels (one made by another node, e.g. PerpNeg's empty prompt) reaches
+    a 9-channel UNet with the 4 latent channels only: give it mask 0 and latent 0, the "no image" condition."""
+    unet = getattr(executor, "class_obj", None)
+    blocks = getattr(unet, "input_blocks", None)
+    wanted = _input_channels(blocks[0][0]) if blocks is not None else x.shape[1]
+    if x.shape[1] == 4 and wanted > 4:
+        return torch.cat([x, x.new_zeros(x.shape[0], wanted - 4, *x.shape[2:])], dim=1)
+    return x
+
+
+def _input_channels(conv) -> int:
+    """Input channels ``conv`` computes with: its weight's, or those of a padded weight patch that ComfyUI's
+    low-VRAM loading applies per call (``weight_function``) instead of to the stored weight."""
+    channels = conv.weight.shape[1]
+    for function in getattr(conv, "weight_function", None) or []:
+        for entry in getattr(function, "patches", {}).get(getattr(function, "key", None), []):
+            value = entry[1]
+            if isinstance(value, tuple) and len(value) == 2 and value[0] == "diff":
+                channels = max(channels, value[1][0].shape[1])
+    return channels
 
 
 def _has_handler(model) -> bool:
@@ -201,23 +231,56 @@ def _has_handler(model) -> bool:
     return any(cls is TemporalLayer for cls, _ in patches.get("forward_timestep_embed_patch", []))
 
 
-def attach_motion_module(model, module: MotionModule, apply_sampling: bool = True):
+def compute_dtype(model) -> torch.dtype:
+    """The dtype the UNet computes in (its manual-cast dtype for fp8 or cast weights), fp16 if exotic."""
+    dtype = model.model.manual_cast_dtype or model.model.get_dtype()
+    return dtype if dtype in FLOAT_DTYPES else torch.float16
+
+
+def storage_dtype(module: MotionModule, compute: torch.dtype, storage: str = DEFAULT_STORAGE) -> torch.dtype:
+    """The dtype the module's weights are kept in: ``"compute"`` converts them once to the UNet's compute dtype;
+    ``"file"`` keeps the file's dtype and lets the cast operations cast per call (as ComfyUI does for its own
+    weights). See benchmarks/README.md for the figures behind the default."""
+    if storage not in STORAGE_CHOICES:
+        raise ValueError(f"storage must be one of {STORAGE_CHOICES}, got {storage!r}")
+    if storage == "compute":
+        return compute
+    found = next((p.dtype for p in module.parameters() if p.is_floating_point()), compute)
+    return found if found in FLOAT_DTYPES else compute
+
+
+def host_module(module: MotionModule, compute: torch.dtype, storage: str = DEFAULT_STORAGE) -> MotionModule:
+    """``module`` rebuilt from ComfyUI's operations (sharing its tensors where the dtype is kept): plain layers
+    when the weights are kept in the compute dtype, per-call casting layers otherwise."""
+    dtype = storage_dtype(module, compute, storage)
+    operations = comfy.ops.disable_weight_init if dtype == compute else comfy.ops.manual_cast
+    return module.with_operations(operations, dtype=dtype)
+
+
+def _detach_previous(clone) -> None:
+    """Take the previous module's patches off a clone: layers, wrapper, conv_in and IP-Adapter attention."""
+    log.info("AtomoVideo: replacing the motion module already attached to this MODEL")
+    clone.remove_injections(KEY)
+    clone.remove_additional_models(KEY)
+    clone.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY)
+    clone.remove_attachments(KEY)
+    remove_conv_in(clone)
+    remove_ip_adapter(clone)
+
+
+def attach_motion_module(model, module: MotionModule, apply_sampling: bool = True, storage: str = DEFAULT_STORAGE):
     """Return a clone of ``model`` (a ComfyUI ModelPatcher) that runs ``module``'s temporal layers.
 
-    A module already attached to ``model`` is replaced. ``apply_sampling`` object-patches
-    ``model_sampling`` to the schedule and prediction type the module was trained with.
+    A module already attached to ``model`` is replaced, with the 9-channel input and IP-Adapter attention it
+    brought. ``apply_sampling`` object-patches ``model_sampling`` to the schedule and prediction type the module
+    was trained with. ``storage`` says which dtype the weights are kept in (``storage_dtype``). ``module`` itself
+    is not changed: the clone runs a copy built from ComfyUI's operations that shares its tensors.
     """
     check_sd15(model, module.name)
     clone = model.clone()
     if get_attachment(clone) is not None:
-        log.info("AtomoVideo: replacing the motion module already attached to this MODEL")
-        clone.remove_injections(KEY)
-        clone.remove_additional_models(KEY)
-        clone.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY)
-    dtype = model.model.manual_cast_dtype or model.model.get_dtype()
-    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        dtype = torch.float16
-    module.to(dtype=dtype)
+        _detach_previous(clone)
+    module = host_module(module, compute_dtype(model), storage)
     patcher = comfy.model_patcher.ModelPatcher(module, load_device=model.load_device, offload_device=model.offload_device)
     attachment = MotionAttachment(module, patcher)
     injector = _Injector(attachment)
@@ -226,7 +289,7 @@ def attach_motion_module(model, module: MotionModule, apply_sampling: bool = Tru
     clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, _diffusion_model_wrapper(attachment))
     if not _has_handler(clone):
         clone.set_model_forward_timestep_embed_patch((TemporalLayer, temporal_layer_handler))
-    clone.set_attachments(KEY, attachment)
     if apply_sampling:
-        patch_model_sampling(clone, module.config)
+        attachment.model_sampling = patch_model_sampling(clone, module.config)
+    clone.set_attachments(KEY, attachment)
     return clone

@@ -13,15 +13,8 @@ from ..atomo_core.image_fit import FIT_MODES, check_video_size, fit_images
 from ..atomo_core.ip_adapter import load_ip_adapter
 from . import folders
 from .conditioning import with_concat
-from .injection import (
-    adapter_from_module,
-    apply_image_prompt,
-    check_vae,
-    encode,
-    image_attachment,
-    image_concat,
-    patch_conv_in,
-)
+from .conv_in import patch_conv_in
+from .injection import adapter_from_module, apply_image_prompt, check_vae, encode, image_attachment, image_concat
 
 NO_IPADAPTER = "none"
 FROM_MODULE = "from motion module"
@@ -45,8 +38,8 @@ class AtomoImageInjectConditioning(io.ComfyNode):
             ),
             inputs=[
                 io.Model.Input("model", tooltip="The MODEL from Load Motion Module (PIA or AtomoVideo module)."),
-                io.Conditioning.Input("positive"),
-                io.Conditioning.Input("negative"),
+                io.Conditioning.Input("positive", tooltip="Your positive prompt (CLIP Text Encode)."),
+                io.Conditioning.Input("negative", tooltip="Your negative prompt (CLIP Text Encode)."),
                 io.Vae.Input("vae", tooltip="The SD-1.5 VAE (the checkpoint's)."),
                 io.Image.Input("image", tooltip="The image to animate, or a batch of given frames (AtomoVideo)."),
                 io.Int.Input("frames", default=16, min=1, max=4096, tooltip="Frames in the clip."),
@@ -71,10 +64,14 @@ class AtomoImageInjectConditioning(io.ComfyNode):
                                tooltip="Strength of the image semantics."),
             ],
             outputs=[
-                io.Model.Output(display_name="MODEL"),
-                io.Conditioning.Output(display_name="positive"),
-                io.Conditioning.Output(display_name="negative"),
-                io.Latent.Output(display_name="latent"),
+                io.Model.Output(display_name="MODEL", tooltip="The MODEL with the 9-channel input (and IP-Adapter "
+                                                              "attention): connect it to the sampler."),
+                io.Conditioning.Output(display_name="positive", tooltip="The positive prompt carrying the image's "
+                                                                        "latent and frame mask."),
+                io.Conditioning.Output(display_name="negative", tooltip="The negative prompt carrying the image's "
+                                                                        "latent and frame mask."),
+                io.Latent.Output(display_name="latent", tooltip="The clip's latent (frames x size) to sample, with the "
+                                                                "given frames locked where asked."),
             ],
         )
 

@@ -12,13 +12,11 @@ from ..atomo_core.conditioning import atomovideo_concat, pia_concat
 from ..atomo_core.errors import ConditioningError
 from ..atomo_core.formats import FAMILY_LABELS
 from ..atomo_core.ip_adapter import CLIP_MEAN, IPAdapter, build_ip_adapter, image_tokens, uncond_image_tokens
+from .conv_in import check_plain_input
 from .host_adapter import get_attachment
-from .ip_adapter_patch import IPAttentionPatch, apply_ip_adapter
+from .ip_adapter_patch import apply_ip_adapter, remove_ip_adapter
 
 log = logging.getLogger("AtomoVideo")
-
-CONV_IN_KEY = "diffusion_model.input_blocks.0.0.weight"
-CONV_IN_FLAG = "atomo_conv_in"
 
 
 def image_attachment(model):
@@ -36,6 +34,7 @@ def image_attachment(model):
             "image. Image-to-video needs a module with a 9-channel input: PIA (pia.ckpt) or an AtomoVideo module "
             "with conv_in. Use KSampler with this module for text-to-video instead."
         )
+    check_plain_input(model, module)
     return attachment
 
 
@@ -79,20 +78,6 @@ def image_concat(module, latents: torch.Tensor, frames: int, first_frame: int, p
     return atomovideo_concat(latents, frames, given)
 
 
-def patch_conv_in(model, module) -> None:
-    """Widen ``conv_in`` to 9 channels on ``model`` (a clone), once: 0..3 stay the checkpoint's, 4..8 the module's.
-
-    A padded weight patch: ComfyUI zero-pads the checkpoint's ``[320, 4, 3, 3]`` weight to the patch's shape
-    and adds it, so LoRAs, unloading and low-VRAM weight streaming keep working.
-    """
-    if model.model_options["transformer_options"].get(CONV_IN_FLAG):
-        return
-    diff = torch.zeros_like(module.conv_in_weight, dtype=torch.float32)
-    diff[:, 4:] = module.conv_in_weight[:, 4:].float()
-    model.add_patches({CONV_IN_KEY: ("diff", (diff, {"pad_weight": True}))}, 1.0, 1.0)
-    model.model_options["transformer_options"][CONV_IN_FLAG] = True
-
-
 def clip_tokens(adapter: IPAdapter, clip_vision, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Image tokens of every given image, side by side ``[1, L*T, 768]``, and matching uncond tokens."""
     spec = adapter.spec
@@ -113,13 +98,7 @@ def clip_tokens(adapter: IPAdapter, clip_vision, pixels: torch.Tensor) -> tuple[
 
 def apply_image_prompt(model, adapter: IPAdapter, clip_vision, pixels: torch.Tensor, weight: float) -> None:
     """Add IP-Adapter attention for ``pixels`` to ``model`` (a clone), replacing an earlier one of ours."""
-    attn2 = model.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
-    for key, patch in list(attn2.items()):
-        if isinstance(patch, IPAttentionPatch):  # a second injection (e.g. a refine pass) replaces ours
-            if patch.previous is None:
-                del attn2[key]
-            else:
-                attn2[key] = patch.previous
+    remove_ip_adapter(model)  # a second injection (e.g. a refine pass) replaces ours
     with torch.inference_mode(False), torch.no_grad():
         tokens, uncond = clip_tokens(adapter, clip_vision, pixels)
     apply_ip_adapter(model, adapter.ip_weights, tokens, uncond, weight)

@@ -1,10 +1,16 @@
 """IP-Adapter's decoupled cross-attention as ComfyUI attn2 replace patches at the 16 SD-1.5 sites.
 
-Which chunk of the batch gets the image tokens: ComfyUI batches conditions chunk by chunk and says which
-condition each chunk is in ``transformer_options["cond_or_uncond"]`` (indices into the guider's list).
-Our sampler declares the indices that carry the image in ``transformer_options[IMAGE_CONDS]``; without it
-(ComfyUI's own KSampler) index 0, the positive, gets the image tokens and the others the unconditional
-tokens, with index 2 counted as image too for three-condition guiders (ComfyUI_IPAdapter_plus's rule).
+Which chunk of the batch gets the image tokens, one rule for every sampler: the image prompt goes with the
+positive prompt, and every other branch gets the unconditional image tokens, as the original IP-Adapter does
+under CFG. ComfyUI batches conditions chunk by chunk and says which condition each chunk is in
+``transformer_options["cond_or_uncond"]`` (indices into the guider's list); the positive is index 0 in
+ComfyUI's KSampler, SamplerCustom (CFGGuider) and our Zero-SNR V Sampler, whose other branches (negative text
+with the image latent, and with neither) get the unconditional tokens. So at ``image_cfg = 1`` our sampler
+and KSampler give the IP-Adapter the same guidance.
+
+Attention runs on ComfyUI's backend (``attention.comfy_attention``). Dtypes: the weights and tokens are kept
+in float32 and cast to the query's dtype (the UNet's compute dtype) at each call; ComfyUI's ``.to(dtype)``
+on patches, which passes the UNet's *storage* dtype (fp8 with ``--fp8_e4m3fn-unet``), only moves them.
 
 Composition: a patch already registered at a site (e.g. ComfyUI_IPAdapter_plus applied before us) is
 called for the text part and ours is added to it. A pack that stacks itself onto an existing patch with
@@ -19,18 +25,14 @@ import copy
 import torch
 
 from ..atomo_core.ip_adapter import IP_SITES, decoupled_attention, ip_key_value, repeat_per_chunk
-from ..atomo_core.ip_adapter_attention import multihead_attention
+from .attention import comfy_attention
 
-IMAGE_CONDS = "atomo_image_conds"
+POSITIVE = 0  # the guider's index of the positive condition (KSampler, SamplerCustom, our sampler)
 
 
 def image_chunks(extra_options: dict) -> list[bool]:
-    """For each chunk of this call, whether it carries the image."""
-    chunks = extra_options.get("cond_or_uncond") or [0]
-    declared = extra_options.get(IMAGE_CONDS)
-    if declared is None:
-        declared = (0, 2) if len(chunks) == 3 else (0,)
-    return [c in declared for c in chunks]
+    """For each chunk of this call, whether it gets the image tokens (only the positive does)."""
+    return [c == POSITIVE for c in extra_options.get("cond_or_uncond") or [POSITIVE]]
 
 
 class IPAttentionPatch:
@@ -46,14 +48,15 @@ class IPAttentionPatch:
 
     def __call__(self, q, k, v, extra_options):
         heads = extra_options["n_heads"]
+        attention = comfy_attention(extra_options)
         with_image = image_chunks(extra_options)
         tokens = torch.cat([self.tokens if img else self.uncond_tokens for img in with_image]).to(q)
         k_ip, v_ip = ip_key_value(tokens, self.to_k_ip, self.to_v_ip)
         if self.previous is None:
-            out = decoupled_attention(q, k, v, k_ip, v_ip, heads, self.weight)
+            out = decoupled_attention(q, k, v, k_ip, v_ip, heads, self.weight, attention)
         else:  # another pack's patch makes the text part (and its own image part)
             k_ip, v_ip = repeat_per_chunk(k_ip, q.shape[0]), repeat_per_chunk(v_ip, q.shape[0])
-            out = self.previous(q, k, v, extra_options) + self.weight * multihead_attention(q, k_ip, v_ip, heads)
+            out = self.previous(q, k, v, extra_options) + self.weight * attention(q, k_ip, v_ip, heads)
         if self.stacked:
             sigmas = extra_options.get("sigmas")
             sigma = sigmas.detach().cpu()[0].item() if sigmas is not None else float("inf")
@@ -66,7 +69,8 @@ class IPAttentionPatch:
         self.stacked.append((callback, kwargs))
 
     def to(self, device_or_dtype):
-        if isinstance(device_or_dtype, torch.dtype) and not device_or_dtype.is_floating_point:
+        """Moves to a device; ignores dtypes (they would be the UNet's storage dtype, e.g. fp8: see above)."""
+        if isinstance(device_or_dtype, torch.dtype):
             return self
         for name in ("to_k_ip", "to_v_ip", "tokens", "uncond_tokens"):
             setattr(self, name, getattr(self, name).to(device_or_dtype))
@@ -77,6 +81,20 @@ class IPAttentionPatch:
         new.stacked = list(self.stacked)
         new.previous = copy.deepcopy(self.previous, memo)
         return new
+
+
+def remove_ip_adapter(model) -> int:
+    """Take our patches off ``model`` (a clone), putting back the patch each one wrapped; returns how many."""
+    attn2 = model.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
+    removed = 0
+    for key, patch in list(attn2.items()):
+        if isinstance(patch, IPAttentionPatch):
+            removed += 1
+            if patch.previous is None:
+                del attn2[key]
+            else:
+                attn2[key] = patch.previous
+    return removed
 
 
 def apply_ip_adapter(model, ip_weights: dict, tokens: torch.Tensor, uncond_tokens: torch.Tensor, weight: float):

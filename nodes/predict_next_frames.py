@@ -15,12 +15,19 @@ from ..atomo_core.formats import FAMILY_LABELS
 from ..atomo_core.frame_prediction import extend_video, plan_segments
 from ..atomo_core.image_fit import check_video_size
 from .conditioning import with_concat
+from .conv_in import check_plain_input, patch_conv_in
 from .host_adapter import get_attachment
-from .injection import check_vae, patch_conv_in
+from .injection import check_vae
 from .sampling import sample_video
 from .zero_snr_sampler import advanced_inputs, sampling_inputs, settings_from
 
 HANDOVERS = ["latent", "pixels"]
+AUTO = 0
+
+
+def auto_context_frames(module) -> int:
+    """Given frames per segment when the user leaves it to us: PIA's one condition frame; AtomoVideo's 8."""
+    return 1 if module.config.image_conditioning == "pia" else 8
 
 
 def _module(model):
@@ -34,6 +41,7 @@ def _module(model):
             "given frames, so it cannot continue a video. Use an AtomoVideo module (several given frames) or PIA "
             "(continues from the last frame, context_frames = 1)."
         )
+    check_plain_input(model, module)
     return module
 
 
@@ -64,10 +72,13 @@ class AtomoPredictNextFrames(io.ComfyNode):
             ),
             inputs=[
                 io.Model.Input("model", tooltip="The MODEL with a PIA or AtomoVideo module (from Load Motion Module)."),
-                io.Conditioning.Input("positive"),
-                io.Conditioning.Input("negative"),
-                io.Int.Input("context_frames", default=8, min=1, max=64,
-                             tooltip="Given frames per segment (AtomoVideo: 8; PIA and DreamVideo-style: 1)."),
+                io.Conditioning.Input("positive", tooltip="The prompt of every segment (unless segment_prompts "
+                                                          "are given); the image channels are set per segment."),
+                io.Conditioning.Input("negative", tooltip="The negative prompt of every segment."),
+                io.Int.Input("context_frames", default=AUTO, min=AUTO, max=64,
+                             tooltip="Given frames per segment: the last frames of the video so far. 0 = automatic "
+                                     "for the module: AtomoVideo 8 (the paper's setting), PIA 1 (its one "
+                                     "condition frame, the only value PIA accepts)."),
                 io.Int.Input("new_frames", default=16, min=1, max=64, tooltip="New frames per segment."),
                 io.Int.Input("total_frames", default=64, min=1, max=100000, tooltip="Length of the finished video."),
                 *sampling_inputs(),
@@ -88,7 +99,8 @@ class AtomoPredictNextFrames(io.ComfyNode):
                                tooltip="PIA only: the motion preset of every segment."),
                 *advanced_inputs(),
             ],
-            outputs=[io.Latent.Output(display_name="LATENT")],
+            outputs=[io.Latent.Output(display_name="LATENT", tooltip="The whole video, the input frames first, "
+                                                                     "as one latent batch of total_frames.")],
         )
 
     @classmethod
@@ -98,6 +110,7 @@ class AtomoPredictNextFrames(io.ComfyNode):
         module = _module(model)
         settings = settings_from(kwargs)
         pia = module.config.image_conditioning == "pia"
+        context_frames = context_frames or auto_context_frames(module)
         if pia and context_frames != 1:
             raise ConditioningError(
                 f"PIA continues from one frame (its condition frame): set context_frames to 1 (got {context_frames})."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from ipadapter_weights import flat, image_proj_shapes, ip_layer_shapes, nested, random_weights
 
 
 def random_atomovideo(ours, seed: int = 0, max_frames: int = 24, name: str = "atomo.safetensors"):
@@ -27,3 +28,39 @@ def meta_family_module(ours, family: str, name: str):
     sd = animatediff_state_dict(family, device="meta")
     with torch.device("meta"):
         return core.build_motion_module(sd, core.detect_config(sd), name)
+
+
+def random_base_adapter(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random ``ip-adapter_sd15`` (base layout: 4 image tokens from CLIP ``image_embeds [B, 1024]``) weights."""
+    return flat(nested(image_proj_shapes("base"), ip_layer_shapes(), random_weights(seed)))
+
+
+class StubClipVision:
+    """The CLIP-vision contract our node uses: ``encode_image(IMAGE) -> Output`` with ``image_embeds`` and
+    ``penultimate_hidden_states``, random but a deterministic function of the image."""
+
+    def __init__(self, width: int = 1024):
+        self.width = width
+
+    def encode_image(self, image):
+        gen = torch.Generator().manual_seed(int(image.mean() * 1000))
+
+        class Output:
+            pass
+
+        out = Output()
+        out.image_embeds = torch.randn(image.shape[0], self.width, generator=gen)
+        out.penultimate_hidden_states = torch.randn(image.shape[0], 257, 1280, generator=gen)
+        return out
+
+
+def install_model_file(folder_name: str, directory, filename: str, state_dict: dict) -> None:
+    """Write ``state_dict`` as ``directory/filename`` and put ``directory`` first in ComfyUI's ``folder_name`` list."""
+    import folder_paths
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(state_dict, str(directory / filename))
+    paths, exts = folder_paths.folder_names_and_paths[folder_name]
+    if str(directory) not in paths:
+        folder_paths.folder_names_and_paths[folder_name] = ([str(directory)] + list(paths), exts)

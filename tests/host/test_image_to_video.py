@@ -9,8 +9,7 @@ import pytest
 import torch
 from animatediff_oracle import build as build_oracle
 from animatediff_oracle import predict
-from host_models import meta_family_module
-from ipadapter_weights import flat, image_proj_shapes, ip_layer_shapes, nested, random_weights
+from host_models import StubClipVision, meta_family_module, random_base_adapter
 from sampling import conditioning, one_step, relative_error
 from weights import animatediff_state_dict
 
@@ -84,11 +83,6 @@ def test_pia_step_matches_the_original_pia_unet(sd15, pia, ours, vae):
     gc.collect()
 
 
-def _random_base_adapter(seed=0):
-    make = random_weights(seed)
-    return flat(nested(image_proj_shapes("base"), ip_layer_shapes(), make))
-
-
 def _reference_site(q, k, v, tokens_per_chunk, to_k_ip, to_v_ip, heads, scale):
     """The decoupled attention written out per chunk, as IP-Adapter's IPAttnProcessor computes it."""
     def attention(q, k, v):
@@ -113,7 +107,7 @@ def _reference_site(q, k, v, tokens_per_chunk, to_k_ip, to_v_ip, heads, scale):
 
 def test_ip_adapter_patch_matches_the_decoupled_attention(ours):
     patch_mod = ours("nodes.ip_adapter_patch")
-    state = _random_base_adapter()
+    state = random_base_adapter()
     gen = torch.Generator().manual_seed(1)
     tokens, uncond = torch.randn(1, 4, 768, generator=gen), torch.randn(1, 4, 768, generator=gen)
     k_w, v_w = state["ip_adapter.5.to_k_ip.weight"], state["ip_adapter.5.to_v_ip.weight"]  # ("input", 4), 640
@@ -128,15 +122,17 @@ def test_ip_adapter_patch_matches_the_decoupled_attention(ours):
     swapped = _reference_site(q, k, v, [tokens, uncond], k_w, v_w, 8, 0.8)
     assert relative_error(swapped, expected) > 1e-2
     assert relative_error(_reference_site(q, k, v, [uncond, tokens], k_w, v_w, 8, 1.0), expected) > 1e-2
-    # Our guider names the image chunks explicitly (three passes: [it, u, i]).
+    # One rule for every guider: only the positive (index 0) gets the image tokens; with our three passes
+    # [positive, negative, negative without image] both negatives get the unconditional tokens.
     q3, k3, v3 = (torch.cat([t, t[:3]]) for t in (q, k, v))
-    out3 = patch(q3, k3, v3, {"n_heads": 8, "cond_or_uncond": [0, 1, 2], patch_mod.IMAGE_CONDS: (0, 2)})
-    assert relative_error(out3, _reference_site(q3, k3, v3, [tokens, uncond, tokens], k_w, v_w, 8, 0.8)) < 1e-5
+    out3 = patch(q3, k3, v3, {"n_heads": 8, "cond_or_uncond": [0, 1, 2]})
+    assert relative_error(out3, _reference_site(q3, k3, v3, [tokens, uncond, uncond], k_w, v_w, 8, 0.8)) < 1e-5
+    assert relative_error(_reference_site(q3, k3, v3, [tokens, uncond, tokens], k_w, v_w, 8, 0.8), out3) > 1e-2
 
 
 def test_ip_adapter_composes_with_another_pack_before_and_after(ours):
     patch_mod = ours("nodes.ip_adapter_patch")
-    state = _random_base_adapter(seed=2)
+    state = random_base_adapter(seed=2)
     gen = torch.Generator().manual_seed(3)
     tokens, uncond = torch.randn(1, 4, 768, generator=gen), torch.randn(1, 4, 768, generator=gen)
     q, k, v = torch.randn(2, 10, 320, generator=gen), torch.randn(2, 77, 320, generator=gen), torch.randn(2, 77, 320, generator=gen)
@@ -160,24 +156,6 @@ def test_ip_adapter_composes_with_another_pack_before_and_after(ours):
     assert torch.allclose(ours_alone(q, k, v, outside), base, atol=1e-5)
 
 
-class _StubClipVision:
-    """The CLIP-vision contract our node uses: ``encode_image(IMAGE) -> Output`` with ``image_embeds``."""
-
-    def __init__(self, width):
-        self.width = width
-
-    def encode_image(self, image):
-        gen = torch.Generator().manual_seed(int(image.mean() * 1000))
-
-        class Output:
-            pass
-
-        out = Output()
-        out.image_embeds = torch.randn(image.shape[0], self.width, generator=gen)
-        out.penultimate_hidden_states = torch.randn(image.shape[0], 257, 1280, generator=gen)
-        return out
-
-
 def test_ip_adapter_through_the_node_changes_the_cond_chunk_only(sd15, pia, ours, vae, tmp_path):
     import folder_paths
     from safetensors.torch import save_file
@@ -185,12 +163,12 @@ def test_ip_adapter_through_the_node_changes_the_cond_chunk_only(sd15, pia, ours
     _, model = pia
     folder = tmp_path / "ipadapter"
     folder.mkdir()
-    save_file(_random_base_adapter(seed=5), str(folder / "ip-adapter_sd15.safetensors"))
+    save_file(random_base_adapter(seed=5), str(folder / "ip-adapter_sd15.safetensors"))
     paths, exts = folder_paths.folder_names_and_paths["ipadapter"]
     folder_paths.folder_names_and_paths["ipadapter"] = ([str(folder)] + list(paths), exts)
     image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(8))
     plain, positive, negative, _ = inject(ours, model, vae, image, frames=4)
-    with_ip, *_ = inject(ours, model, vae, image, frames=4, clip_vision=_StubClipVision(1024),
+    with_ip, *_ = inject(ours, model, vae, image, frames=4, clip_vision=StubClipVision(1024),
                          ipadapter="ip-adapter_sd15.safetensors", ipadapter_weight=1.0)
     sigmas = plain.get_model_object("model_sampling").sigmas
     noise = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(2))
@@ -198,7 +176,7 @@ def test_ip_adapter_through_the_node_changes_the_cond_chunk_only(sd15, pia, ours
     _, b = one_step(with_ip, noise, sigmas[500], positive, negative)
     assert relative_error(b[0]["output"], a[0]["output"]) > 1e-3
     with pytest.raises(Exception, match="CLIP vision .*image_embeds \\[B, 1024\\].*ViT-H"):
-        inject(ours, model, vae, image, frames=4, clip_vision=_StubClipVision(768),
+        inject(ours, model, vae, image, frames=4, clip_vision=StubClipVision(768),
                ipadapter="ip-adapter_sd15.safetensors")
     with pytest.raises(Exception, match="needs a CLIP vision model"):
         inject(ours, model, vae, image, frames=4, ipadapter="ip-adapter_sd15.safetensors")
@@ -236,3 +214,97 @@ def test_non_sd15_vae_and_text_only_modules_are_refused(sd15, pia, ours, vae):
     t2v = ours("nodes.host_adapter").attach_motion_module(base, meta_family_module(ours, "v2", "mm_sd_v15_v2.ckpt"))
     with pytest.raises(errors, match="AnimateDiff v2.*text only.*PIA \\(pia.ckpt\\) or an AtomoVideo"):
         inject(ours, t2v, vae, torch.rand(1, 64, 64, 3))
+
+
+def test_attaching_another_module_takes_the_image_patches_off(pia, ours, vae, tmp_path):
+    """Re-attaching a module to an injected MODEL leaves no 9-channel conv_in or IP-Adapter patch behind, and
+    keeps patches that are not ours (a LoRA's on the same weight)."""
+    from host_models import install_model_file
+
+    conv_in = ours("nodes.conv_in")
+    patch_mod = ours("nodes.ip_adapter_patch")
+    host = ours("nodes.host_adapter")
+    _, model = pia
+    install_model_file("ipadapter", tmp_path / "ipadapter", "ip-adapter_sd15.safetensors", random_base_adapter(seed=5))
+    lora = model.clone()
+    lora.add_patches({conv_in.CONV_IN_KEY: ("diff", (torch.full((320, 4, 3, 3), 0.01),))}, 1.0, 1.0)
+    injected, *_ = inject(ours, lora, vae, torch.rand(1, 64, 64, 3), frames=4, clip_vision=StubClipVision(1024),
+                          ipadapter="ip-adapter_sd15.safetensors")
+
+    def ours_on(m):
+        attn2 = m.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
+        ip = sum(isinstance(p, patch_mod.IPAttentionPatch) for p in attn2.values())
+        padded = sum(1 for entry in m.patches.get(conv_in.CONV_IN_KEY, []) if entry[1][1][0].shape[1] == 9)
+        return ip, padded, len(m.patches.get(conv_in.CONV_IN_KEY, []))
+
+    assert ours_on(injected) == (16, 1, 2)
+    uuid_before = injected.patches_uuid
+    v2 = host.attach_motion_module(injected, meta_family_module(ours, "v2", "mm_sd_v15_v2.ckpt"))
+    assert ours_on(v2) == (0, 0, 1)  # the LoRA's patch stays
+    assert v2.patches_uuid != uuid_before  # ComfyUI re-patches the weights
+    assert injected.get_attachment(conv_in.CONV_IN_ATTACHMENT) is not None  # the input MODEL is untouched
+    assert ours_on(injected) == (16, 1, 2)
+    # Injecting again after going back to PIA adds one conv_in patch, never two summed.
+    again = host.attach_motion_module(v2, pia[1].get_attachment("atomo_video").module)
+    twice, *_ = inject(ours, again, vae, torch.rand(1, 64, 64, 3), frames=4)
+    assert ours_on(twice) == (0, 1, 2)
+
+
+def test_inpainting_checkpoint_is_refused_for_image_injection(ours, vae):
+    """A 9-channel SD-1.5 inpainting UNet cannot take the module's own image channels: a clear refusal, while a
+    text-only module still attaches to it."""
+    import comfy.model_detection
+    import comfy.model_patcher
+
+    inpaint = {"image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
+               "adm_in_channels": None, "in_channels": 9, "model_channels": 320, "num_res_blocks": [2, 2, 2, 2],
+               "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4],
+               "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 768,
+               "num_heads": 8, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+               "use_temporal_attention": False, "use_temporal_resblock": False}
+    config = comfy.model_detection.model_config_from_unet_config(inpaint)
+    base = comfy.model_patcher.ModelPatcher(config.get_model({}, device="meta"), torch.device("cpu"),
+                                            torch.device("cpu"))
+    host = ours("nodes.host_adapter")
+    pia = host.attach_motion_module(base, meta_family_module(ours, "pia", "pia.ckpt"))
+    errors = ours("atomo_core").AtomoError
+    with pytest.raises(errors, match=r"takes 9 input channels: it is an SD-1.5 inpainting checkpoint.*'pia.ckpt' "
+                                     r"\(PIA\).*Load the regular SD-1.5 checkpoint"):
+        inject(ours, pia, vae, torch.rand(1, 64, 64, 3), frames=4)
+    node = ours("nodes.predict_next_frames").AtomoPredictNextFrames
+    with pytest.raises(errors, match="inpainting checkpoint"):
+        node.execute(pia, conditioning(1), conditioning(2), 0, 8, 16, 0, latent={"samples": torch.zeros(4, 4, 8, 8)},
+                     steps=1, cfg=1.0, image_cfg=1.0, cfg_rescale=0.0, sampler_name="euler", scheduler="simple",
+                     denoise=1.0)
+    assert host.get_attachment(host.attach_motion_module(base, meta_family_module(ours, "v2", "v2.ckpt")))
+
+
+def test_fp8_unet_keeps_the_ip_adapter_in_the_compute_dtype(sd15, ours, vae, tmp_path):
+    """--fp8_e4m3fn-unet: ComfyUI stores the UNet in fp8 and computes in another dtype (fp32 on this CPU); before
+    sampling it calls .to(fp8) on every patch. The IP-Adapter's tokens and weights stay in float32 and the step runs."""
+    import comfy.model_management
+    from host_models import install_model_file
+    from sd15_models import comfy_model_from_diffusers
+
+    unet2d, _ = sd15
+    fp8 = comfy_model_from_diffusers(unet2d, dtype=torch.float8_e4m3fn)
+    assert fp8.model.get_dtype() == torch.float8_e4m3fn and fp8.model.manual_cast_dtype is not None
+    sd = animatediff_state_dict("pia", seed=21)
+    core = ours("atomo_core")
+    model = ours("nodes.host_adapter").attach_motion_module(fp8, core.build_motion_module(sd, core.detect_config(sd),
+                                                                                        "pia.ckpt"))
+    install_model_file("ipadapter", tmp_path / "ipadapter", "ip-adapter_sd15.safetensors", random_base_adapter(seed=5))
+    injected, positive, negative, _ = inject(ours, model, vae, torch.rand(1, 64, 64, 3), frames=4,
+                                             clip_vision=StubClipVision(1024), ipadapter="ip-adapter_sd15.safetensors")
+    patches = list(injected.model_options["transformer_options"]["patches_replace"]["attn2"].values())
+    sigmas = injected.get_model_object("model_sampling").sigmas
+    with torch.inference_mode():  # as ComfyUI runs every node (its fp8 weight patching needs it)
+        _, calls = one_step(injected, torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(2)),
+                            sigmas[500], positive, negative)
+    assert torch.isfinite(calls[0]["output"]).all()
+    compute = fp8.model.manual_cast_dtype
+    assert calls[0]["input"].dtype == compute
+    for patch in patches:
+        assert {t.dtype for t in (patch.tokens, patch.uncond_tokens, patch.to_k_ip, patch.to_v_ip)} == {torch.float32}
+    del fp8, model, injected
+    comfy.model_management.unload_all_models()
