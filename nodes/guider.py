@@ -1,57 +1,114 @@
-"""The video guider: text/image double guidance and CFG rescale on top of ComfyUI's batched condition calls.
+"""The video guider: text/image double guidance on ComfyUI's own CFG machinery, with every sampler hook.
 
-DreamVideo's double-condition guidance, with u = no image and no text, i = image only, it = image and text:
+DreamVideo's double-condition guidance, with it = image and text (the positive), i = image without the text
+(the negative prompt with the image channels), u = neither (the negative prompt, image channels zeroed):
 
-    x = u + s_I (i - u) + s_T (it - i) = (1 - s_I) u + (s_I - s_T) i + s_T it
+    x = u + s_I (i - u) + s_T (it - i)  =  [i + s_T (it - i)]  +  (s_I - 1)(i - u)
 
-so ``u`` is computed only when ``s_I != 1`` and ``i`` only when ``s_I != s_T``: two passes when ``image_cfg`` is
-1 (the image conditions every branch, PIA's own sampling) or equals ``cfg`` (plain CFG against an image-free,
-text-free prediction), three otherwise. All passes of a step go to the UNet as one batch.
+The bracket is ComfyUI's CFG between the positive and the negative with scale ``cfg``: it is exactly what
+KSampler computes for the same graph. So the guider is a ``CFGGuider`` whose conditions are named
+``positive`` and ``negative`` (ComfyUI's handling of the negative branch applies: ``control_apply_to_uncond``
+of the old Apply ControlNet node, GLIGEN), and:
 
-Condition order (what ``cond_or_uncond`` indexes): ``[it, u, i]`` (``[it, u]`` or ``[it, i]`` with two
-passes), so that IP-Adapter patches that assume "0 = cond, 1 = uncond, 2 = cond" (ComfyUI_IPAdapter_plus)
-see the right chunks; ours reads the exact indices from ``transformer_options[IMAGE_CONDS]``.
+- two passes (``image_cfg = 1``: ``[it, i]``, PIA's own sampling; or ``image_cfg = cfg``: ``[it, u]``, plain CFG
+  against a prediction with neither) run ComfyUI's ``sampling_function`` itself: every hook
+  (``sampler_calc_cond_batch_function``, ``sampler_pre_cfg_function``, ``sampler_cfg_function``,
+  ``sampler_post_cfg_function``, ``disable_cfg1_optimization``) behaves exactly as in KSampler;
+- three passes (other ``image_cfg``) batch ``[it, i, u]`` in one UNet call (``u`` is a third condition,
+  ``negative_no_image``, with ``prompt_type`` negative), run the pre-CFG hooks and ComfyUI's ``cfg_function``
+  (with the MODEL's CFG function) on the pair ``(it, i)``, add the image term ``(s_I - 1)(i - u)``, then run the
+  post-CFG hooks on the whole result, with ``cond``/``uncond`` = the pair. At ``s_I = 1`` this is KSampler.
+
+Condition order (what ``cond_or_uncond`` indexes): 0 = positive, 1 = negative, 2 = negative without image, so
+hooks that read chunk 1 as "the uncond" (SAG) see the uncond of the CFG pair, and IP-Adapter patches give the
+image tokens to chunk 0 only (``ip_adapter_patch``).
+
+CFG rescale (``cfg_rescale``, Lin et al., in v-space as ComfyUI's RescaleCFG) rescales the whole guided
+prediction against the positive. With two passes it is installed as the MODEL's ``sampler_cfg_function``;
+a MODEL that already has one (RescaleCFG, Mahiro...) keeps its own and ours is not applied.
 """
 
 from __future__ import annotations
 
-import comfy.samplers
+import logging
 
-from ..atomo_core.guidance import combine_guidance, guidance_passes, rescale_denoised
+import comfy.samplers
+import node_helpers
+
+from ..atomo_core.guidance import guidance_passes, rescale_denoised, rescaled_cfg_denoised
 from .conditioning import without_image
-from .ip_adapter_patch import IMAGE_CONDS
+
+log = logging.getLogger("AtomoVideo")
+
+POSITIVE, NEGATIVE, NO_IMAGE = "positive", "negative", "negative_no_image"
+_COND_OF_PASS = {"it": POSITIVE, "i": NEGATIVE, "u": NO_IMAGE}
+
+
+def pass_order(passes: list[str]) -> list[str]:
+    """The passes in batch order: the CFG pair (positive, then the negative with or without the image) first."""
+    return [name for name in ("it", "i", "u") if name in passes]
 
 
 class AtomoGuider(comfy.samplers.CFGGuider):
-    """CFGGuider with image/text guidance and CFG rescale (in v-space, as ComfyUI's RescaleCFG)."""
+    """CFGGuider with image/text guidance and CFG rescale."""
 
     def __init__(self, model_patcher, text_scale: float, image_scale: float, rescale: float, has_image: bool):
         super().__init__(model_patcher)
         self.text_scale = float(text_scale)
         self.image_scale = float(image_scale) if has_image else 1.0
         self.rescale = float(rescale)
-        self.passes = guidance_passes(self.text_scale, self.image_scale, has_image)
+        self.passes = pass_order(guidance_passes(self.text_scale, self.image_scale, has_image))
         self.cfg = self.text_scale
+        if self.rescale > 0 and "sampler_cfg_function" in model_patcher.model_options:
+            log.info("AtomoVideo: the MODEL has its own CFG function (e.g. RescaleCFG); cfg_rescale %.2f is not "
+                     "applied on top of it", self.rescale)
+            self.rescale = 0.0
 
     def set_conds(self, positive, negative):
-        conds = {"it": positive, "u": without_image(negative), "i": negative}
-        self.inner_set_conds({name: conds[name] for name in self.passes})
+        branches = {"it": positive, "i": negative,
+                    "u": node_helpers.conditioning_set_values(without_image(negative), {"prompt_type": "negative"})}
+        conds = {}
+        for index, name in enumerate(self.passes):
+            # two passes: the second one is ComfyUI's "negative", whichever it is
+            conds[POSITIVE if index == 0 else NEGATIVE if index == 1 else _COND_OF_PASS[name]] = branches[name]
+        self.inner_set_conds(conds)
+
+    def _rescaled_cfg(self, args):
+        """``sampler_cfg_function``: plain CFG then our rescale, returned as ComfyUI expects (``x - denoised``)."""
+        x = args["input"]
+        denoised = rescaled_cfg_denoised(x, args["sigma"], args["cond_denoised"], args["uncond_denoised"],
+                                         args["cond_scale"], self.rescale)
+        return x - denoised
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 (ComfyUI's signature)
-        options = dict(model_options)
-        transformer_options = dict(options.get("transformer_options", {}))
-        transformer_options[IMAGE_CONDS] = tuple(i for i, name in enumerate(self.passes) if name in ("it", "i"))
-        options["transformer_options"] = transformer_options
-        conds = [self.conds.get(name) for name in self.passes]
-        outputs = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, options)
-        preds = dict(zip(self.passes, outputs, strict=True))
-        guided = combine_guidance(preds, self.text_scale, self.image_scale)
-        if self.rescale > 0:
-            guided = rescale_denoised(x, timestep, guided, preds["it"], self.rescale)
-        uncond = preds.get("u", preds.get("i"))
-        for fn in options.get("sampler_post_cfg_function", []):
-            guided = fn({"denoised": guided, "cond": self.conds.get("it"), "uncond": None, "model": self.inner_model,
-                         "uncond_denoised": uncond, "cond_denoised": preds["it"], "sigma": timestep,
-                         "model_options": options, "input": x})
-        return guided
+        if len(self.passes) == 2:
+            options = model_options
+            if self.rescale > 0:
+                options = dict(model_options, sampler_cfg_function=self._rescaled_cfg)
+            return comfy.samplers.sampling_function(self.inner_model, x, timestep, self.conds.get(NEGATIVE),
+                                                    self.conds.get(POSITIVE), self.text_scale, options, seed)
+        return self._three_passes(x, timestep, model_options)
 
+    def _three_passes(self, x, timestep, model_options):
+        model = self.inner_model
+        conds = [self.conds.get(POSITIVE), self.conds.get(NEGATIVE), self.conds.get(NO_IMAGE)]
+        if "sampler_calc_cond_batch_function" in model_options:
+            out = model_options["sampler_calc_cond_batch_function"](
+                {"conds": conds, "input": x, "sigma": timestep, "model": model, "model_options": model_options})
+        else:
+            out = comfy.samplers.calc_cond_batch(model, conds, x, timestep, model_options)
+        pair = list(out[:2])
+        for fn in model_options.get("sampler_pre_cfg_function", []):
+            pair = fn({"conds": conds[:2], "conds_out": pair, "cond_scale": self.text_scale, "timestep": timestep,
+                       "input": x, "sigma": timestep, "model": model, "model_options": model_options})
+        without_post = {k: v for k, v in model_options.items() if k != "sampler_post_cfg_function"}
+        guided = comfy.samplers.cfg_function(model, pair[0], pair[1], self.text_scale, x, timestep,
+                                             model_options=without_post, cond=conds[0], uncond=conds[1])
+        guided = guided + (self.image_scale - 1.0) * (pair[1] - out[2])
+        if self.rescale > 0:
+            guided = rescale_denoised(x, timestep, guided, pair[0], self.rescale)
+        for fn in model_options.get("sampler_post_cfg_function", []):
+            guided = fn({"denoised": guided, "cond": conds[0], "uncond": conds[1], "cond_scale": self.text_scale,
+                         "model": model, "uncond_denoised": pair[1], "cond_denoised": pair[0], "sigma": timestep,
+                         "model_options": model_options, "input": x})
+        return guided

@@ -36,9 +36,8 @@ def make_model_sampling(model, beta_schedule: str, prediction_type: str, zero_te
     return sampling
 
 
-def patch_model_sampling(model, config: MotionModuleConfig) -> None:
-    """Object-patch ``model_sampling`` of a ModelPatcher (already a clone) in place."""
-    model.add_object_patch(
-        "model_sampling",
-        make_model_sampling(model, config.beta_schedule, config.prediction_type, config.zero_terminal_snr),
-    )
+def patch_model_sampling(model, config: MotionModuleConfig):
+    """Object-patch ``model_sampling`` of a ModelPatcher (already a clone) in place; returns the new object."""
+    sampling = make_model_sampling(model, config.beta_schedule, config.prediction_type, config.zero_terminal_snr)
+    model.add_object_patch("model_sampling", sampling)
+    return sampling

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 
 import comfy.model_management
+import comfy.model_sampling
 import comfy.sample
 import comfy.samplers
 import comfy.utils
@@ -52,40 +53,97 @@ def scheduler_names() -> list[str]:
     return [TRAILING] + list(comfy.samplers.SCHEDULER_NAMES)
 
 
-def resolve_schedule(model, settings: SamplingSettings) -> tuple[str, str, bool]:
-    """``(beta_schedule, prediction_type, zero_terminal_snr)`` from the module, with the user's overrides.
+@dataclass(frozen=True)
+class Schedule:
+    """What a sampling run uses: diffusers-named betas (``None``: not one we know), the prediction type, zero
+    terminal SNR, and where it comes from (for the log line and messages)."""
+
+    beta_schedule: str | None
+    prediction: str
+    zero_terminal_snr: bool
+    source: str
+
+    def describe(self) -> str:
+        betas = {"linear": "sqrt_linear", "scaled_linear": "linear"}.get(self.beta_schedule, "custom")
+        zsnr = "on" if self.zero_terminal_snr else "off"
+        return f"{self.prediction} prediction, {betas} betas, zero terminal SNR {zsnr} ({self.source})"
+
+
+def _prediction_of(model_sampling) -> str:
+    for cls, name in ((comfy.model_sampling.EDM, "edm"), (comfy.model_sampling.V_PREDICTION, "v_prediction"),
+                      (comfy.model_sampling.X0, "x0"), (comfy.model_sampling.EPS, "epsilon"),
+                      (comfy.model_sampling.CONST, "flow")):
+        if isinstance(model_sampling, cls):
+            return name
+    return type(model_sampling).__name__
+
+
+def _betas_of(model, model_sampling, zsnr: bool) -> str | None:
+    """The diffusers name of the betas behind ``model_sampling.sigmas``, if they are one of SD-1.5's two."""
+    sigmas = getattr(model_sampling, "sigmas", None)
+    if sigmas is None:
+        return None
+    for name in ("linear", "scaled_linear"):
+        known = make_model_sampling(model, name, "epsilon", zsnr).sigmas
+        if known.shape == sigmas.shape and torch.allclose(known.float().cpu(), sigmas.float().cpu(), rtol=1e-4):
+            return name
+    return None
+
+
+def resolve_schedule(model, settings: SamplingSettings) -> tuple[Schedule, bool]:
+    """The schedule to sample with, and whether ``model_sampling`` must be patched for it.
+
+    The MODEL's ``model_sampling`` is used as it is unless the sampler's ``prediction`` or ``zero_terminal_snr``
+    override it: the module's (set by Load Motion Module with ``sampling = from module``), or the user's own
+    (``keep model's``, ModelSamplingDiscrete after the loader, or no motion module at all).
 
     Zero terminal SNR with epsilon prediction is refused: at the last training step the input is pure noise,
     so a model that predicts the noise learns nothing about the image there (x0 = (x - sqrt(1-ab) eps)/sqrt(ab)
     divides by zero) and sampling cannot start from it.
     """
     attachment = get_attachment(model)
-    if attachment is not None:
+    current = model.get_model_object("model_sampling")
+    if attachment is not None and attachment.model_sampling is not None and current is attachment.model_sampling:
         config = attachment.config
-        beta, prediction, zsnr = config.beta_schedule, config.prediction_type, config.zero_terminal_snr
-        source = f"'{attachment.module.name}'"
+        schedule = Schedule(config.beta_schedule, config.prediction_type, config.zero_terminal_snr,
+                            f"from '{attachment.module.name}'")
     else:
-        beta, prediction, zsnr = "scaled_linear", "epsilon", False
-        source = "SD-1.5 (no motion module attached)"
+        zsnr = bool(getattr(current, "zsnr", False))
+        source = "the MODEL's own sampling" if attachment is not None else "the MODEL's own sampling, no motion module"
+        schedule = Schedule(_betas_of(model, current, zsnr), _prediction_of(current), zsnr, source)
+    prediction, zsnr = schedule.prediction, schedule.zero_terminal_snr
     if settings.prediction != FROM_MODULE:
         prediction = settings.prediction
     if settings.zero_terminal_snr != FROM_MODULE:
         zsnr = settings.zero_terminal_snr == "on"
+    patch = (prediction, zsnr) != (schedule.prediction, schedule.zero_terminal_snr)
+    if patch:
+        if schedule.beta_schedule is None or schedule.prediction not in ("epsilon", "v_prediction"):
+            raise ConditioningError(
+                f"The sampler's prediction/zero_terminal_snr overrides need a discrete SD-1.5 schedule, but the MODEL "
+                f"samples with {schedule.describe()}. Set both overrides to 'from module' to use the MODEL's own "
+                "sampling, or remove the node that set it."
+            )
+        schedule = Schedule(schedule.beta_schedule, prediction, zsnr, f"{schedule.source}, overridden in the sampler")
     if zsnr and prediction == "epsilon":
         raise ConditioningError(
-            f"Zero terminal SNR with epsilon prediction cannot work ({source}): the last step is pure noise, where a "
-            "noise-predicting model cannot recover the image. Use v_prediction with zero terminal SNR (AtomoVideo), "
-            "or turn zero terminal SNR off for epsilon modules (AnimateDiff, PIA)."
+            f"Zero terminal SNR with epsilon prediction cannot work ({schedule.source}): the last step is pure noise, "
+            "where a noise-predicting model cannot recover the image. Use v_prediction with zero terminal SNR "
+            "(AtomoVideo), or turn zero terminal SNR off for epsilon modules (AnimateDiff, PIA)."
         )
-    return beta, prediction, zsnr
+    return schedule, patch
 
 
 def sampling_model(model, settings: SamplingSettings):
-    """A clone of ``model`` with ``model_sampling`` set to the resolved schedule."""
-    beta, prediction, zsnr = resolve_schedule(model, settings)
-    clone = model.clone()
-    clone.add_object_patch("model_sampling", make_model_sampling(clone, beta, prediction, zsnr))
-    return clone, zsnr
+    """``(model, schedule)``: a clone with ``model_sampling`` patched when the sampler overrides it, else the
+    MODEL itself; the schedule is logged."""
+    schedule, patch = resolve_schedule(model, settings)
+    if patch:
+        model = model.clone()
+        model.add_object_patch("model_sampling", make_model_sampling(
+            model, schedule.beta_schedule, schedule.prediction, schedule.zero_terminal_snr))
+    log.info("AtomoVideo sampler: %s", schedule.describe())
+    return model, schedule
 
 
 def compute_sigmas(model_sampling, scheduler: str, steps: int, denoise: float) -> torch.Tensor:
@@ -121,7 +179,8 @@ def sample_video(model, positive, negative, latent: dict, seed: int, settings: S
     if samples.ndim != 4:
         raise ConditioningError(f"Expected image latents [frames, 4, h, w], got shape {list(samples.shape)}.")
     _check_concat_matches(positive, samples)
-    model, zsnr = sampling_model(model, settings)
+    model, schedule = sampling_model(model, settings)
+    zsnr = schedule.zero_terminal_snr
     model_sampling = model.get_model_object("model_sampling")
     sigmas = compute_sigmas(model_sampling, settings.scheduler, settings.steps, settings.denoise)
     noise = initial_noise(samples, seed, positive, model_sampling, settings)

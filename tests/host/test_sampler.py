@@ -81,8 +81,9 @@ def test_schedule_comes_from_the_module(atomo, ours):
     assert timesteps == sorted(timesteps, reverse=True) and timesteps[-1] == pytest.approx(249.0, abs=0.5)
     sampling = ours("nodes.sampling")
     settings = sampling.SamplingSettings()
-    clone2, zsnr = sampling.sampling_model(model, settings)
-    assert zsnr
+    clone2, schedule = sampling.sampling_model(model, settings)
+    assert schedule.zero_terminal_snr and schedule.prediction == "v_prediction" and schedule.beta_schedule == "scaled_linear"
+    assert "from 'atomo.safetensors'" in schedule.describe()
     sigmas = clone2.get_model_object("model_sampling").sigmas
     assert float(sigmas[-1]) == pytest.approx(4518.76, rel=1e-3)
     import comfy.model_sampling
