@@ -14,6 +14,7 @@ from ..atomo_core.checkpoint_io import SUPPORTED_EXTENSIONS
 
 MOTION_MODULES = "motion_modules"
 IPADAPTER = "ipadapter"
+NO_MOTION_MODULES = "(no motion module found: put one in models/motion_modules)"
 
 
 def _register(name: str, default_dirs: list[str]) -> None:
@@ -43,6 +44,12 @@ def motion_module_names() -> list[str]:
 
 
 def motion_module_path(name: str) -> str:
+    if name == NO_MOTION_MODULES:
+        raise FileNotFoundError(
+            "No motion module is installed. Download one (e.g. mm_sd_v15_v2.ckpt for text to video, pia.ckpt for "
+            f"image to video) into {', '.join(folder_paths.get_folder_paths(MOTION_MODULES))}, press R to refresh "
+            "the node lists and pick it here."
+        )
     path = folder_paths.get_full_path(MOTION_MODULES, name)
     if path is None:
         raise FileNotFoundError(

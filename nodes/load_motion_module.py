@@ -17,6 +17,7 @@ SAMPLING_CHOICES = ["from module", "keep model's"]
 class AtomoLoadMotionModule(io.ComfyNode):
     @classmethod
     def define_schema(cls):
+        names = folders.motion_module_names() or [folders.NO_MOTION_MODULES]
         return io.Schema(
             node_id="AtomoLoadMotionModule",
             display_name="Load Motion Module",
@@ -29,8 +30,10 @@ class AtomoLoadMotionModule(io.ComfyNode):
                 io.Model.Input("model", tooltip="An SD-1.5 MODEL (any SD-1.5 checkpoint, finetune or merge; LoRAs before or after are fine)."),
                 io.Combo.Input(
                     "motion_module_name",
-                    options=folders.motion_module_names(),
-                    tooltip="A file in ComfyUI/models/motion_modules (or models/animatediff_models).",
+                    options=names,
+                    default=names[0],
+                    tooltip="A file in ComfyUI/models/motion_modules (or models/animatediff_models): AnimateDiff "
+                            "v1/v2/v3, AnimateLCM, PIA or AtomoVideo. Press R after adding files.",
                 ),
                 io.Combo.Input(
                     "sampling",
@@ -44,12 +47,13 @@ class AtomoLoadMotionModule(io.ComfyNode):
                     ),
                 ),
             ],
-            outputs=[io.Model.Output(display_name="MODEL")],
+            outputs=[io.Model.Output(display_name="MODEL", tooltip="The MODEL with the temporal layers: the frames "
+                                                                   "of a latent batch come out as one clip.")],
         )
 
     @classmethod
     def execute(cls, model, motion_module_name, sampling=SAMPLING_CHOICES[0]) -> io.NodeOutput:
-        module = load_motion_module(folders.motion_module_path(motion_module_name))
+        module = load_motion_module(folders.motion_module_path(motion_module_name), dtype=None)
         patched = attach_motion_module(model, module, apply_sampling=sampling == SAMPLING_CHOICES[0])
         log.info(
             "AtomoVideo: loaded '%s' as %s (up to %s frames per clip)",

@@ -1,0 +1,61 @@
+"""What a new user sees of our nodes in ComfyUI: every input and output explained, sensible defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def schemas(pack):
+    from comfy_api.latest import io  # noqa: F401  (ComfyUI is booted by the pack fixture)
+
+    return {cls.GET_SCHEMA().node_id: cls.GET_SCHEMA() for cls in pack.nodes.node_list()}
+
+
+def test_the_four_nodes_are_registered(schemas):
+    assert set(schemas) >= {"AtomoLoadMotionModule", "AtomoImageInjectConditioning", "AtomoZeroSNRVSampler",
+                            "AtomoPredictNextFrames"}
+
+
+def test_every_input_and_output_has_a_tooltip(schemas):
+    missing = [f"{node}.{inp.id}" for node, schema in schemas.items() for inp in schema.inputs
+               if not (inp.tooltip or "").strip()]
+    missing += [f"{node} output {out.display_name or out.id}" for node, schema in schemas.items()
+                for out in schema.outputs if not (out.tooltip or "").strip()]
+    assert missing == []
+
+
+def test_every_node_has_a_description(schemas):
+    assert all(len(schema.description or "") > 40 for schema in schemas.values())
+
+
+def test_combos_have_a_default_from_their_options(schemas):
+    combos = [(node, inp) for node, schema in schemas.items() for inp in schema.inputs
+              if type(inp).__qualname__.startswith("Combo")]
+    assert combos
+    for node, inp in combos:
+        assert inp.default is not None and inp.default in inp.options, f"{node}.{inp.id}: {inp.default!r}"
+
+
+def test_no_motion_module_installed_explains_what_to_do(pack, ours, monkeypatch):
+    folders = ours("nodes.folders")
+    monkeypatch.setattr(folders, "motion_module_names", lambda: [])
+    node = ours("nodes.load_motion_module").AtomoLoadMotionModule
+    schema = node.define_schema()
+    (name,) = [inp for inp in schema.inputs if inp.id == "motion_module_name"]
+    assert name.options == [folders.NO_MOTION_MODULES] and name.default == folders.NO_MOTION_MODULES
+    with pytest.raises(FileNotFoundError, match="No motion module is installed.*press R"):
+        node.execute(None, folders.NO_MOTION_MODULES)
+
+
+def test_predict_next_frames_picks_context_frames_for_the_family(ours):
+    import torch
+    from host_models import meta_family_module
+
+    pnf = ours("nodes.predict_next_frames")
+    pia = meta_family_module(ours, "pia", "pia.ckpt")
+    with torch.device("meta"):
+        atomo = ours("atomo_core.atomovideo_format").new_atomovideo_module(max_frames=24)
+    assert (pnf.auto_context_frames(pia), pnf.auto_context_frames(atomo)) == (1, 8)
+    (context,) = [inp for inp in pnf.AtomoPredictNextFrames.GET_SCHEMA().inputs if inp.id == "context_frames"]
+    assert context.default == pnf.AUTO == 0
