@@ -43,9 +43,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of {', '.join(CONFIGS)}")
     p.add_argument("--module-dtype", choices=("same", *sorted(DTYPES)), default="same",
                    help="the motion-module file's dtype (same: the UNet's --dtype), e.g. fp16 on an fp32 CPU UNet")
-    p.add_argument("--storage", choices=("default", "compute", "file"), default="default",
-                   help="how the host keeps the module's weights: converted once to the UNet's compute dtype, or "
-                        "in the file's dtype and cast per call (default: the host adapter's DEFAULT_STORAGE)")
+    p.add_argument("--storage", choices=("default", "smaller", "compute", "file"), default="default",
+                   help="how the host keeps the module's weights: converted once to the UNet's compute dtype, in the "
+                        "file's dtype and cast per call, or the smaller of the two (default: the host adapter's "
+                        "DEFAULT_STORAGE)")
     p.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     _host.check_step_timing_args(p, args, CONFIGS)

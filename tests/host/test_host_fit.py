@@ -104,7 +104,7 @@ def test_fp16_file_on_an_fp32_unet_both_storage_choices(sd15, ours, v2_state, tm
     node = ours("nodes.load_motion_module").AtomoLoadMotionModule
     host = ours("nodes.host_adapter")
     model = node.execute(base, "v2_fp16.safetensors").result[0]
-    default_dtype = {"compute": torch.float32, "file": torch.float16}[host.DEFAULT_STORAGE]
+    default_dtype = {"compute": torch.float32, "file": torch.float16, "smaller": torch.float16}[host.DEFAULT_STORAGE]
     assert {p.dtype for p in model.get_attachment("atomo_video").module.parameters()} == {default_dtype}
     del model
 
@@ -112,6 +112,9 @@ def test_fp16_file_on_an_fp32_unet_both_storage_choices(sd15, ours, v2_state, tm
     loaded = core.load_motion_module(str(tmp_path / "motion_modules" / "v2_fp16.safetensors"), dtype=None)
     assert {p.dtype for p in loaded.parameters()} == {torch.float16}
     outputs = {}
+    assert host.storage_dtype(loaded, torch.float16, "smaller") == torch.float16
+    assert host.storage_dtype(loaded.with_operations(None, dtype=torch.float32), torch.float16) == torch.float16
+    assert host.storage_dtype(loaded.with_operations(None, dtype=torch.bfloat16), torch.float16) == torch.float16
     for storage in ("file", "compute"):
         patched = host.attach_motion_module(base, loaded, storage=storage)
         kept = patched.get_attachment("atomo_video").module
