@@ -10,6 +10,8 @@ def node_list() -> list:
     from .image_inject_conditioning import AtomoImageInjectConditioning
     from .load_motion_module import AtomoLoadMotionModule
     from .predict_next_frames import AtomoPredictNextFrames
+    from .video_metrics import AtomoVideoMetrics
     from .zero_snr_sampler import AtomoZeroSNRVSampler
 
-    return [AtomoLoadMotionModule, AtomoImageInjectConditioning, AtomoZeroSNRVSampler, AtomoPredictNextFrames]
+    return [AtomoLoadMotionModule, AtomoImageInjectConditioning, AtomoZeroSNRVSampler, AtomoPredictNextFrames,
+            AtomoVideoMetrics]
