@@ -29,6 +29,7 @@ import torch
 
 from .checkpoint_io import write_safetensors
 from .errors import MotionModuleFormatError
+from .layout import SD15_WIDTHS
 from .motion_module import MotionModule, MotionModuleConfig
 
 FORMAT_NAME = "atomovideo.motion_module"
@@ -108,6 +109,7 @@ def config_from_metadata(metadata: dict[str, str], state_dict: dict[str, torch.T
             prediction_type=metadata.get("prediction_type", "v_prediction"),
             zero_terminal_snr=_flag(metadata, "zero_terminal_snr", name, True),
             image_conditioning="atomovideo" if "conv_in" in parts else None,
+            widths=widths_of(metadata, name),
         )
     except ValueError as exc:
         raise MotionModuleFormatError(f"'{name}': {exc}") from exc
@@ -131,16 +133,37 @@ def metadata_for(module: MotionModule) -> dict[str, str]:
         "parts": ",".join(parts),
         "resnet_norm": "across_frames" if config.resnet_norm_across_frames else "per_frame",
         "heads": str(config.heads),
+        **({} if tuple(config.widths) == SD15_WIDTHS else {"widths": ",".join(map(str, config.widths))}),
     }
 
 
-def save_atomovideo(module: MotionModule, path: str, dtype: torch.dtype | None = None) -> None:
-    """Write ``module`` (layers, ``conv_in``, IP-Adapter weights) as an AtomoVideo ``.safetensors`` file."""
+def widths_of(metadata: dict[str, str], name: str) -> tuple[int, ...]:
+    """The UNet level widths a file declares (SD-1.5's when it says nothing)."""
+    text = metadata.get("widths")
+    if not text:
+        return SD15_WIDTHS
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError as exc:
+        raise MotionModuleFormatError(f"'{name}': widths {text!r} is not a list of 4 numbers.") from exc
+    if len(widths) != 4:
+        raise MotionModuleFormatError(f"'{name}': widths {text!r} is not a list of 4 numbers.")
+    return widths
+
+
+def save_atomovideo(module: MotionModule, path: str, dtype: torch.dtype | None = None,
+                    extra_metadata: dict[str, str] | None = None) -> None:
+    """Write ``module`` (layers, ``conv_in``, IP-Adapter weights) as an AtomoVideo ``.safetensors`` file;
+    ``extra_metadata`` (e.g. the trainer's config and step) joins the header under its own keys."""
     tensors = dict(module.state_dict())
     tensors.update(module.extra_tensors())
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-    write_safetensors(path, tensors, metadata_for(module))
+    metadata = metadata_for(module)
+    clash = sorted(set(extra_metadata or {}) & set(metadata))
+    if clash:
+        raise ValueError(f"extra_metadata may not replace the format's own keys {clash}")
+    write_safetensors(path, tensors, {**metadata, **(extra_metadata or {})})
 
 
 def new_atomovideo_module(
@@ -154,6 +177,7 @@ def new_atomovideo_module(
     zero_terminal_snr: bool = True,
     init_from: MotionModule | None = None,
     name: str = "new AtomoVideo module",
+    widths: tuple[int, ...] = SD15_WIDTHS,
 ) -> MotionModule:
     """A freshly initialised AtomoVideo module: it leaves the image model's output unchanged.
 
@@ -173,6 +197,7 @@ def new_atomovideo_module(
         prediction_type=prediction_type,
         zero_terminal_snr=zero_terminal_snr,
         image_conditioning="atomovideo" if conv_in else None,
+        widths=tuple(widths),
     )
     module = MotionModule(config, name)
     if init_from is not None and temporal_attention:
@@ -184,5 +209,5 @@ def new_atomovideo_module(
                 f"'{init_from.name}' lacks {len(missing)} temporal-attention weights (e.g. {missing[0]})."
             )
     if conv_in:
-        module.conv_in_weight = torch.zeros(320, 9, 3, 3)
+        module.conv_in_weight = torch.zeros(widths[0], 9, 3, 3)
     return module

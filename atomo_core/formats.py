@@ -136,7 +136,8 @@ def detect_config(
     """Recognise the family of a motion-module state dict and return its ``MotionModuleConfig``."""
     metadata = metadata or {}
     if atomovideo_format.is_atomovideo(metadata):
-        _check_sd15(state_dict, name)
+        if atomovideo_format.widths_of(metadata, name) == SD15_WIDTHS:
+            _check_sd15(state_dict, name)
         return atomovideo_format.config_from_metadata(metadata, state_dict, name)
     reject_foreign(state_dict, name)
     _check_sd15(state_dict, name)

@@ -41,9 +41,9 @@ class Site:
     channels: int
 
 
-def _down_sites() -> list[Site]:
+def _down_sites(widths: tuple[int, ...]) -> list[Site]:
     sites = []
-    for level, width in enumerate(SD15_WIDTHS):
+    for level, width in enumerate(widths):
         has_attention = level < 3
         for j in range(2):
             block = ("input", 3 * level + 1 + j)
@@ -54,8 +54,8 @@ def _down_sites() -> list[Site]:
     return sites
 
 
-def _mid_sites() -> list[Site]:
-    width = SD15_WIDTHS[-1]
+def _mid_sites(widths: tuple[int, ...]) -> list[Site]:
+    width = widths[-1]
     block = ("middle", 0)
     return [
         Site("mid_block.temporal_convs.0", TEMPORAL_CONV, block, 0, width),
@@ -64,9 +64,9 @@ def _mid_sites() -> list[Site]:
     ]
 
 
-def _up_sites() -> list[Site]:
+def _up_sites(widths: tuple[int, ...]) -> list[Site]:
     sites = []
-    for level, width in enumerate(reversed(SD15_WIDTHS)):
+    for level, width in enumerate(reversed(widths)):
         has_attention = level > 0
         for j in range(3):
             block = ("output", 3 * level + j)
@@ -77,17 +77,24 @@ def _up_sites() -> list[Site]:
     return sites
 
 
-SITES: tuple[Site, ...] = tuple(_down_sites() + _mid_sites() + _up_sites())
+def _all_sites(widths: tuple[int, ...]) -> tuple[Site, ...]:
+    if len(widths) != 4:
+        raise ValueError(f"the SD-1.5 layout has 4 resolution levels; got widths {widths}")
+    return tuple(_down_sites(widths) + _mid_sites(widths) + _up_sites(widths))
 
 
-def sites(kind: str | None = None, mid_block: bool = True) -> list[Site]:
+SITES: tuple[Site, ...] = _all_sites(SD15_WIDTHS)
+
+
+def sites(kind: str | None = None, mid_block: bool = True, widths: tuple[int, ...] = SD15_WIDTHS) -> list[Site]:
     """The insertion points of one kind (or all), in UNet execution order within each block.
 
     ``mid_block=False`` drops the middle block's temporal attention (AnimateDiff v1 and PIA have none);
-    the middle block's temporal convolutions are always part of the layout.
+    the middle block's temporal convolutions are always part of the layout. ``widths``: the four levels'
+    channels, SD-1.5's unless a smaller model of the same layout (the trainer's tiny test base) is meant.
     """
     out = []
-    for site in SITES:
+    for site in SITES if tuple(widths) == SD15_WIDTHS else _all_sites(tuple(widths)):
         if kind is not None and site.kind != kind:
             continue
         if not mid_block and site.block[0] == "middle" and site.kind == TEMPORAL_ATTENTION:

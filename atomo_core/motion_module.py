@@ -33,6 +33,8 @@ class MotionModuleConfig:
     all frames of a video together (AnimateDiff v1, PIA) instead of per frame.
     ``image_conditioning``: ``None``, ``"pia"`` (latent in every frame + affinity mask) or ``"atomovideo"``
     (latent and mask 1 on given frames only); such modules carry a 9-channel ``conv_in``.
+    ``widths``: the channels of the UNet's four levels, SD-1.5's ``(320, 640, 1280, 1280)`` for every real module
+    (another value only for the trainer's tiny test base of the same layout).
     """
 
     family: str
@@ -47,6 +49,7 @@ class MotionModuleConfig:
     prediction_type: str = "epsilon"
     zero_terminal_snr: bool = False
     image_conditioning: str | None = None
+    widths: tuple[int, ...] = layout.SD15_WIDTHS
     extras: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -92,7 +95,7 @@ class MotionModule(nn.Module):
         self.down_blocks = nn.ModuleList([_BlockLayers() for _ in range(4)])
         self.mid_block = _BlockLayers()
         self.up_blocks = nn.ModuleList([_BlockLayers() for _ in range(4)])
-        for site in layout.sites(mid_block=config.mid_block):
+        for site in layout.sites(mid_block=config.mid_block, widths=config.widths):
             if site.kind == layout.TEMPORAL_ATTENTION and config.temporal_attention:
                 layer = TemporalAttentionLayer(
                     site.channels,
@@ -115,7 +118,7 @@ class MotionModule(nn.Module):
     def placements(self) -> list[tuple[layout.Site, nn.Module]]:
         """Every present layer with its site, in the order ``layout.SITES`` lists them."""
         out = []
-        for site in layout.sites(mid_block=self.config.mid_block):
+        for site in layout.sites(mid_block=self.config.mid_block, widths=self.config.widths):
             layers = self._layer_list(site)
             index = int(site.name.split(".")[-1])
             if index < len(layers):

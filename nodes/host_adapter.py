@@ -283,6 +283,11 @@ def attach_motion_module(model, module: MotionModule, apply_sampling: bool = Tru
     is not changed: the clone runs a copy built from ComfyUI's operations that shares its tensors.
     """
     check_sd15(model, module.name)
+    if tuple(module.config.widths) != (320, 640, 1280, 1280):
+        raise AtomoError(
+            f"'{module.name}' was trained on a small test model of SD-1.5's layout (widths {module.config.widths}), "
+            "not on SD-1.5; it cannot run on an SD-1.5 MODEL. Train on an SD-1.5 checkpoint (base_model)."
+        )
     clone = model.clone()
     if get_attachment(clone) is not None:
         _detach_previous(clone)

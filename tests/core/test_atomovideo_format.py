@@ -101,3 +101,28 @@ def test_temporal_convs_without_header_are_refused():
     module = _meta_module(temporal_attention=False, conv_in=False)
     with pytest.raises(MotionModuleFormatError, match="no AtomoVideo metadata header"):
         detect_config(_file_tensors(module), {}, "convs.safetensors")
+
+
+def test_a_module_for_a_smaller_base_of_the_same_layout_round_trips(tmp_path):
+    """The trainer's tiny test base has SD-1.5's layout with other widths; its files say so in the header."""
+    from atomo_core.atomovideo_format import new_atomovideo_module, save_atomovideo
+    from atomo_core.formats import load_motion_module
+
+    widths = (32, 64, 64, 64)
+    module = new_atomovideo_module(max_frames=16, widths=widths)
+    convs = [layer for site, layer in module.placements() if site.kind == "temporal_conv"]
+    assert [c.conv.in_channels for c in convs[:2]] == [32, 32] and module.conv_in_weight.shape == (32, 9, 3, 3)
+    path = tmp_path / "tiny.safetensors"
+    save_atomovideo(module, str(path), extra_metadata={"training_step": "7"})
+    loaded = load_motion_module(str(path))
+    assert loaded.config.widths == widths
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), module.state_dict().values(),
+                                                 strict=True))
+    sd15 = new_atomovideo_module(max_frames=16)
+    save_atomovideo(sd15, str(tmp_path / "sd15.safetensors"))
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "sd15.safetensors"), "pt") as f:
+        assert "widths" not in f.metadata()  # SD-1.5 files stay as they were
+    with pytest.raises(ValueError, match="may not replace"):
+        save_atomovideo(module, str(path), extra_metadata={"format": "x"})
