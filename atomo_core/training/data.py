@@ -1,0 +1,229 @@
+"""The trainer's data pipeline: video index, clip dataset, resumable sharded sampler, DataLoader, latent cache.
+
+The train loop::
+
+    index = build_index(cfg.data.videos, cfg.data.captions or None, frames, stride)
+    dataset = VideoClipDataset(index, frames, resolution, stride, seed)
+    sampler = ResumableSampler(len(dataset), seed, rank, world_size)
+    sampler.load_state_dict(checkpoint["data"])          # on resume
+    for batch in make_loader(dataset, sampler, batch_size, workers, seed):   # endless: epochs roll over
+        ...                                                # batch["pixels"] [B, F, 3, H, W], batch["caption"]
+        data_state = sampler.state_after(batch)            # what a checkpoint saved now must hold
+
+The order is a pure function of ``(seed, epoch, rank, world_size)`` and the clips of ``(seed, epoch, index)``, so a
+run resumed from ``state_after(batch)`` sees exactly the batches an uninterrupted run would have seen. Do not save
+``sampler.state_dict()`` while a DataLoader is iterating it: the loader draws indices ahead of the batches it has
+delivered (prefetch), ``state_after`` counts only what the loop received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import pathlib
+import random
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from .data_index import VIDEO_EXTENSIONS, DatasetError, VideoEntry, VideoIndex, build_index, probe_video
+from .data_video import VideoClipDataset, choose_clip, draw, read_clip
+
+__all__ = ["VIDEO_EXTENSIONS", "DatasetError", "LatentCache", "ResumableSampler", "SampleKey", "VideoClipDataset",
+           "VideoEntry", "VideoIndex", "build_index", "choose_clip", "collate_clips", "make_loader", "probe_video",
+           "read_clip"]
+
+logger = logging.getLogger(__name__)
+
+_GOLDEN, _M1, _M2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+class SampleKey(NamedTuple):
+    """What ``ResumableSampler.infinite()`` yields: the dataset index and where it sits in the data order."""
+
+    index: int
+    epoch: int
+    position: int
+
+
+def permutation(length: int, seed: int, epoch: int) -> np.ndarray:
+    """A permutation of ``0..length-1`` that depends only on ``(seed, epoch)``: indices sorted by SplitMix64 keys."""
+    counter = np.arange(1, length + 1, dtype=np.uint64) * _GOLDEN + np.uint64(draw(seed, "order", epoch))
+    z = (counter ^ (counter >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return np.argsort(z ^ (z >> np.uint64(31)), kind="stable")
+
+
+class ResumableSampler:
+    """A DistributedSampler that can stop anywhere and continue exactly.
+
+    Each epoch, the seeded permutation of ``0..length-1`` (or ``0..length-1`` in order without ``shuffle``) is cut
+    to a multiple of ``world_size`` (``drop_last``) or padded with its own first indices, and rank ``r`` takes every
+    ``world_size``-th index from ``r``: disjoint shards of ``num_samples`` each. ``position`` counts the samples of
+    the current epoch this rank has yielded; when a shard is exhausted the epoch advances by itself.
+    """
+
+    def __init__(self, length: int, seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True,
+                 drop_last: bool = True):
+        if not 0 <= rank < world_size:
+            raise DatasetError(f"rank must be in 0..world_size-1, got rank {rank} of {world_size}")
+        if length < (world_size if drop_last else 1):
+            raise DatasetError(f"{length} videos cannot be shared by {world_size} processes (drop_last needs at "
+                               f"least one per process)")
+        self.length, self.seed, self.rank, self.world_size = length, seed, rank, world_size
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.num_samples = length // world_size if drop_last else math.ceil(length / world_size)
+        self.epoch = self.position = 0
+        self._shard: tuple[int, list[int]] | None = None
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def shard(self, epoch: int) -> list[int]:
+        """This rank's indices for ``epoch``, in order."""
+        if self._shard is None or self._shard[0] != epoch:
+            order = permutation(self.length, self.seed, epoch) if self.shuffle else np.arange(self.length)
+            total = self.num_samples * self.world_size
+            order = np.resize(order, total)  # cuts, or repeats the order from its start to pad
+            self._shard = (epoch, order[self.rank : total : self.world_size].tolist())
+        return self._shard[1]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` from its beginning."""
+        self.epoch, self.position = int(epoch), 0
+
+    def state_dict(self) -> dict:
+        """``{"epoch", "position"}`` of the next sample (plus what must match on resume)."""
+        epoch, position = self._normal(self.epoch, self.position)
+        return {"epoch": epoch, "position": position, "seed": self.seed, "length": self.length,
+                "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Continue from ``state``; with ``strict``, refuse a state from another seed, dataset size or world size."""
+        if strict:
+            for name in ("seed", "length", "world_size"):
+                if name in state and state[name] != getattr(self, name):
+                    raise DatasetError(f"The data state was saved with {name} {state[name]} but this run has "
+                                       f"{getattr(self, name)}: the data order cannot continue exactly.")
+        if not 0 <= state["position"] <= self.num_samples:
+            raise DatasetError(f"Data position {state['position']} is outside an epoch of {self.num_samples}")
+        self.epoch, self.position = self._normal(int(state["epoch"]), int(state["position"]))
+
+    def state_after(self, consumed) -> dict:
+        """The state to save once the sample ``consumed`` (a ``SampleKey`` or the last of a batch) was used."""
+        if isinstance(consumed, dict):
+            epoch, position = int(consumed["epoch"][-1]), int(consumed["position"][-1])
+        else:
+            epoch, position = int(consumed.epoch), int(consumed.position)
+        epoch, position = self._normal(epoch, position + 1)
+        return {"epoch": epoch, "position": position, "seed": self.seed, "length": self.length,
+                "world_size": self.world_size}
+
+    def _normal(self, epoch: int, position: int) -> tuple[int, int]:
+        return (epoch + 1, 0) if position >= self.num_samples else (epoch, position)
+
+    def infinite(self) -> Iterator[SampleKey]:
+        """``SampleKey``s from the current state on, forever; the state advances with every key yielded."""
+        while True:
+            self.epoch, self.position = self._normal(self.epoch, self.position)
+            epoch, position = self.epoch, self.position
+            self.position += 1
+            yield SampleKey(self.shard(epoch)[position], epoch, position)
+
+    def __iter__(self) -> Iterator[int]:
+        """The rest of the current epoch's shard as plain indices (then the state points at the next epoch)."""
+        self.epoch, self.position = self._normal(self.epoch, self.position)
+        epoch = self.epoch
+        shard = self.shard(epoch)
+        while self.epoch == epoch and self.position < self.num_samples:
+            self.position += 1
+            yield shard[self.position - 1]
+
+
+class _Endless:
+    """An iterable over ``sampler.infinite()`` started when the DataLoader starts iterating (so after a resume)."""
+
+    def __init__(self, sampler: ResumableSampler):
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        return self.sampler.infinite()
+
+
+def collate_clips(samples: list[dict]) -> dict:
+    """Samples -> ``pixels [B, F, 3, H, W]``, lists of ``caption``/``path``, int64 ``[B]`` tensors of ``start``,
+    ``stride``, ``index``, ``epoch``, ``position``, and ``failed`` (every read failure behind this batch)."""
+    batch = {"pixels": torch.stack([s["pixels"] for s in samples]),
+             "caption": [s["caption"] for s in samples], "path": [s["path"] for s in samples],
+             "failed": [f for s in samples for f in s["failed"]]}
+    for name in ("start", "stride", "index", "epoch", "position"):
+        batch[name] = torch.tensor([s[name] for s in samples], dtype=torch.int64)
+    return batch
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed ``random`` and numpy in a worker from its torch seed (itself from the loader's seeded generator)."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def make_loader(dataset: VideoClipDataset, sampler, batch_size: int, workers: int = 0, seed: int = 0,
+                pin_memory: bool = False, prefetch_factor: int = 2,
+                multiprocessing_context=None) -> torch.utils.data.DataLoader:
+    """A DataLoader of ``collate_clips`` batches; a ``ResumableSampler`` is iterated endlessly (epochs roll over).
+
+    The batches do not depend on ``workers``: clips are chosen by hash and DataLoader keeps the sampler's order.
+    """
+    keys = _Endless(sampler) if isinstance(sampler, ResumableSampler) else sampler
+    extra = {"prefetch_factor": prefetch_factor, "persistent_workers": True,
+             "multiprocessing_context": multiprocessing_context} if workers > 0 else {}
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=keys, num_workers=workers,
+                                       collate_fn=collate_clips, pin_memory=pin_memory, worker_init_fn=_seed_worker,
+                                       generator=torch.Generator().manual_seed(seed), **extra)
+
+
+class LatentCache:
+    """VAE latents of clips on disk, one safetensors file per ``(path, start, stride, frames, size)`` clip.
+
+    ``namespace`` names what produced the latents (e.g. the VAE file and dtype): another namespace never reads these.
+    Use it with ``VideoClipDataset(fixed_clips=True)`` so every epoch asks for the same clip of a video. A file that
+    cannot be read counts as missing (and is written again).
+    """
+
+    def __init__(self, directory: str | os.PathLike, namespace: str = ""):
+        self.directory, self.namespace = pathlib.Path(directory), namespace
+
+    def key(self, path: str, start: int, stride: int, frames: int, size: tuple[int, int]) -> str:
+        text = f"{self.namespace}|{pathlib.Path(path).as_posix()}|{start}|{stride}|{frames}|{size[0]}x{size[1]}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _file(self, key: str) -> pathlib.Path:
+        return self.directory / key[:2] / f"{key}.safetensors"
+
+    def load(self, key: str) -> torch.Tensor | None:
+        """``latents [F, 4, h, w]`` stored under ``key``, or ``None``."""
+        from safetensors.torch import load_file
+
+        file = self._file(key)
+        if not file.is_file():
+            return None
+        try:
+            return load_file(str(file))["latents"]
+        except Exception as exc:  # a truncated or foreign file: treat as missing
+            logger.warning("Ignoring the unreadable latent cache file %s (%s)", file, exc)
+            return None
+
+    def save(self, key: str, latents: torch.Tensor) -> None:
+        """Store ``latents`` (written to a temporary file, then renamed: never a half-written entry)."""
+        from safetensors.torch import save_file
+
+        file = self._file(key)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
+        save_file({"latents": latents.detach().cpu().contiguous()}, str(tmp), metadata={"namespace": self.namespace})
+        os.replace(tmp, file)
