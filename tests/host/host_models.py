@@ -56,11 +56,17 @@ class StubClipVision:
 
 def install_model_file(folder_name: str, directory, filename: str, state_dict: dict) -> None:
     """Write ``state_dict`` as ``directory/filename`` and put ``directory`` first in ComfyUI's ``folder_name`` list."""
-    import folder_paths
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     save_file(state_dict, str(directory / filename))
+    register_model_folder(folder_name, directory)
+
+
+def register_model_folder(folder_name: str, directory) -> None:
+    """Put ``directory`` first in ComfyUI's list of ``folder_name`` folders (files there become choices)."""
+    import folder_paths
+
     paths, exts = folder_paths.folder_names_and_paths[folder_name]
     if str(directory) not in paths:
         folder_paths.folder_names_and_paths[folder_name] = ([str(directory)] + list(paths), exts)

@@ -1,0 +1,119 @@
+"""Everything a training run is made of, built from its config: the frozen base, the trainable motion module in the
+temporal UNet (optionally under DDP), the optimiser and learning-rate schedule, the data, and the objective.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ..atomovideo_format import new_atomovideo_module
+from ..errors import AtomoError
+from ..formats import load_motion_module
+from .base import BaseModel, load_base
+from .config import TrainConfig
+from .data import ResumableSampler, VideoClipDataset, build_index, make_loader
+from .distributed import World
+from .objective import Objective
+from .unet import TemporalUNet
+
+log = logging.getLogger("atomovideo.train")
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Run:
+    config: TrainConfig
+    world: World
+    base: BaseModel
+    model: TemporalUNet
+    wrapped: torch.nn.Module  # the model under DDP, or the model itself
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    sampler: ResumableSampler
+    loader: torch.utils.data.DataLoader
+    objective: Objective
+    generator: torch.Generator  # noise, timesteps, given frames and dropout: saved and restored with the run
+    dataset: VideoClipDataset
+    videos: int  # usable training videos
+    skipped: list
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.config.precision]
+
+
+def lr_lambda(config: TrainConfig):
+    """Warm-up from 0 over ``warmup_steps``, then constant, cosine or linear decay to 0 at ``steps``."""
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        if config.lr_schedule == "constant":
+            return 1.0
+        span = max(1, config.steps - config.warmup_steps)
+        progress = min(1.0, (step - config.warmup_steps) / span)
+        return 0.5 * (1 + math.cos(math.pi * progress)) if config.lr_schedule == "cosine" else 1.0 - progress
+
+    return factor
+
+
+def motion_module_for(config: TrainConfig, widths: tuple[int, ...]):
+    """A fresh AtomoVideo module, started from ``init.motion_module`` or ``init.pia`` when given."""
+    source = config.init.motion_module or config.init.pia
+    init_from = load_motion_module(source) if source else None
+    module = new_atomovideo_module(
+        max_frames=config.max_frames, prediction_type=config.prediction_type, beta_schedule=config.beta_schedule,
+        zero_terminal_snr=config.zero_terminal_snr, init_from=init_from, widths=widths,
+        name=os.path.basename(config.output_dir.rstrip("/")) or "atomovideo",
+    )
+    if config.init.pia:
+        if init_from.conv_in_weight is None or init_from.config.family != "pia":
+            raise AtomoError(f"init.pia '{config.init.pia}' is not a PIA file (no 9-channel conv_in).")
+        module.conv_in_weight[:, 4:] = init_from.conv_in_weight[:, 4:].float()
+    module.float().train()
+    return module
+
+
+def build_run(config: TrainConfig, world: World) -> Run:
+    if config.ip_adapter.file or config.train.image_proj:
+        raise AtomoError("ip_adapter.file / train.image_proj: training with IP-Adapter semantics is not supported "
+                         "by this trainer yet; leave them empty (the motion module trains without them).")
+    torch.manual_seed(config.seed)
+    base = load_base(config.base_model, seed=config.seed)
+    low_precision = world.device.type == "cuda" and config.precision != "fp32"
+    base.freeze(DTYPES[config.precision] if low_precision else None)  # a CPU run keeps the base in fp32
+    base.unet.to(world.device)
+    base.vae.to(world.device)
+    base.text_encoder.to(world.device)
+    module = motion_module_for(config, base.widths)
+    model = TemporalUNet(base.unet, module).to(world.device)
+    for p in model.trainable_parameters():
+        p.data = p.data.float()
+    if config.gradient_checkpointing:
+        base.unet.enable_gradient_checkpointing()
+    base.unet.train()  # diffusers only checkpoints in training mode; the base has no dropout to switch on
+    wrapped = model
+    if world.distributed:
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[world.local_rank] if world.device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.learning_rate,
+                                  betas=tuple(config.adam_betas), eps=config.adam_epsilon,
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
+    index = build_index(config.data.videos, config.data.captions or None, config.frames, config.data.stride)
+    if not index.entries:
+        raise AtomoError(f"No usable training video in '{config.data.videos}': {index.summary()}")
+    dataset = VideoClipDataset(index, config.frames, config.resolution, config.data.stride, config.seed)
+    sampler = ResumableSampler(len(index.entries), config.seed, world.rank, world.world_size,
+                               drop_last=len(index.entries) >= world.world_size)
+    loader = make_loader(dataset, sampler, config.batch_size, config.data.workers, config.seed)
+    objective = Objective(config.objective_config(), image_channels=model.image_conditioning)
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + world.rank)
+    return Run(config, world, base, model, wrapped, optimizer, scheduler, sampler, loader, objective, generator,
+               dataset, len(index.entries), list(index.skipped))

@@ -1,0 +1,199 @@
+"""The training loop: steps, gradient accumulation, saving, exporting, validating and resuming.
+
+``train(config)`` runs (or resumes) a run in ``config.output_dir``:
+
+- ``checkpoints/step_XXXXXXXX.pt``: the full state every ``save_every`` steps (trainable weights, optimiser,
+  LR scheduler, step, data position, every rank's RNGs), written atomically; the newest complete one is where a
+  restarted run continues, exactly as if it had not stopped;
+- ``motion_module_stepXXXXXXXX.safetensors`` at each save and ``motion_module.safetensors`` (the latest): AtomoVideo
+  files for Load Motion Module, with the training config and step in their header;
+- ``log.jsonl``: one record per logged step (step, loss, learning rate, gradient norm, seconds per step) and one per
+  validation; ``validation/``: the validation clips.
+
+On CPUs the frozen base stays in fp32 whatever ``precision`` says (autocast is a GPU feature here).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import torch
+
+from ..atomovideo_format import save_atomovideo
+from .checkpoint import gather_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from .config import TrainConfig, config_hash, diff_configs
+from .distributed import World, barrier, check_identical, setup, teardown
+from .setup import Run, build_run
+
+log = logging.getLogger("atomovideo.train")
+
+
+def _autocast(run: Run):
+    on_gpu = run.world.device.type == "cuda" and run.config.precision != "fp32"
+    return torch.autocast("cuda", dtype=run.dtype, enabled=on_gpu)
+
+
+def micro_step(run: Run, batch: dict) -> torch.Tensor:
+    """Loss of one micro-batch ``{"pixels" [B, F, 3, H, W], "caption"}`` (not yet backpropagated)."""
+    pixels = batch["pixels"].to(run.world.device)
+    b, f = pixels.shape[:2]
+    latents = run.base.encode_video(pixels.flatten(0, 1)).float()
+    latents = latents.reshape(b, f, *latents.shape[1:])
+    example = run.objective.make_batch(latents.cpu(), run.generator)
+    captions = [c if keep else "" for c, keep in zip(batch["caption"], example.text_keep.tolist(), strict=True)]
+    context = run.base.encode_text(captions).repeat_interleave(f, dim=0)
+    with _autocast(run):
+        dtype = next(run.base.unet.parameters()).dtype  # the frozen UNet's storage dtype
+        prediction = run.wrapped(example.model_input.to(run.world.device, dtype),
+                                 example.timesteps.to(run.world.device), context.to(dtype), f)
+    return run.objective.loss(prediction, example)
+
+
+def train_step(run: Run, batches) -> dict:
+    """One optimiser step over ``grad_accumulation`` micro-batches; returns its figures."""
+    accumulation = run.config.grad_accumulation
+    total, consumed = 0.0, None
+    for i in range(accumulation):
+        batch = next(batches)
+        consumed = batch
+        last = i == accumulation - 1
+        sync = last or not run.world.distributed
+        context = run.wrapped.no_sync() if not sync else _NullContext()
+        with context:
+            loss = micro_step(run, batch) / accumulation
+            loss.backward()
+        total += float(loss.detach())
+    params = run.model.trainable_parameters()
+    norm = torch.nn.utils.clip_grad_norm_(params, run.config.max_grad_norm) if run.config.max_grad_norm > 0 else \
+        torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return {"loss": total, "grad_norm": float(norm), "lr": run.scheduler.get_last_lr()[0],
+            "data": run.sampler.state_after(consumed), "failed": list(consumed.get("failed", []))}
+
+
+class _NullContext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _state(run: Run, step: int, data_state: dict) -> dict:
+    return {
+        "model": {k: v.detach().cpu() for k, v in run.model.trainable_state_dict().items()},
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "data": data_state,
+        "rng": gather_rng({"objective": run.generator}),
+        "config": run.config.to_dict(),
+        "config_hash": config_hash(run.config),
+        "world_size": run.world.world_size,
+        "step_saved": step,
+    }
+
+
+def save(run: Run, step: int, data_state: dict) -> dict:
+    """Check the ranks agree, write the checkpoint and export the module (rank 0); every rank calls it."""
+    checksums = check_identical(run.world, run.model.trainable_parameters())
+    state = _state(run, step, data_state)
+    out = run.config.output_dir
+    if run.world.main:
+        save_checkpoint(os.path.join(out, "checkpoints"), step, state, run.config.keep_checkpoints, rank=0)
+        export(run, step)
+    barrier(run.world)
+    return {"ranks": run.world.world_size, "ranks_identical": True, "checksum": checksums[0]}
+
+
+def export(run: Run, step: int) -> str:
+    module = run.model.export_module()
+    metadata = {"training_step": str(step), "training_config": json.dumps(run.config.to_dict(), sort_keys=True),
+                "base_model": run.base.name}
+    path = os.path.join(run.config.output_dir, f"motion_module_step{step:08d}.safetensors")
+    for target in (path, os.path.join(run.config.output_dir, "motion_module.safetensors")):
+        tmp = target + ".tmp"
+        save_atomovideo(module, tmp, extra_metadata=metadata)
+        os.replace(tmp, target)
+    return path
+
+
+def resume(run: Run) -> int:
+    """Load the newest complete checkpoint if there is one; returns the step to continue from (0: a new run)."""
+    path = latest_checkpoint(os.path.join(run.config.output_dir, "checkpoints"))
+    if path is None:
+        return 0
+    state = load_checkpoint(path)
+    if state["world_size"] != run.world.world_size:
+        raise RuntimeError(f"'{path}' was saved by a run on {state['world_size']} processes; this one has "
+                           f"{run.world.world_size}. Resume with the same number of processes.")
+    if state["config_hash"] != config_hash(run.config):
+        log.warning("resuming '%s' with a changed config: %s", path, "; ".join(diff_configs(state["config"],
+                                                                                             run.config)))
+    run.model.load_trainable_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.sampler.load_state_dict(state["data"])
+    restore_rng(state["rng"][run.world.rank], {"objective": run.generator})
+    log.info("resumed from %s (step %d)", path, state["step"])
+    return int(state["step"])
+
+
+def _log(run: Run, record: dict) -> None:
+    if run.world.main:
+        with open(os.path.join(run.config.output_dir, "log.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def train(config: TrainConfig, world: World | None = None, stop_after: int | None = None) -> dict:
+    """Run or resume ``config``'s run to ``config.steps`` (or stop after ``stop_after`` more steps, for tests)."""
+    own_world = world is None
+    world = world or setup(config.distributed.backend, config.distributed.timeout_minutes)
+    try:
+        os.makedirs(config.output_dir, exist_ok=True)
+        run = build_run(config, world)
+        step = resume(run)
+        if world.main:
+            _log(run, {"event": "start", "step": step, "world_size": world.world_size,
+                       "videos": run.videos, "skipped": [[str(p), r] for p, r in run.skipped]})
+        batches = iter(run.loader)
+        progress = _progress(world, step, config.steps)
+        last = {"step": step}
+        end = config.steps if stop_after is None else min(config.steps, step + stop_after)
+        while step < end:
+            start = time.perf_counter()
+            figures = train_step(run, batches)
+            step += 1
+            seconds = time.perf_counter() - start
+            progress.update(1)
+            progress.set_postfix(loss=f"{figures['loss']:.4f}")
+            last = {"step": step, "loss": figures["loss"], "lr": figures["lr"], "grad_norm": figures["grad_norm"],
+                    "sec_per_step": seconds}
+            if figures["failed"]:
+                last["read_failures"] = figures["failed"]
+            if step % config.log_every == 0 or step == end or figures["failed"]:
+                _log(run, last)
+            if step % config.save_every == 0 or step == config.steps:
+                last["save"] = save(run, step, figures["data"])
+                _log(run, {"event": "save", "step": step, **last["save"]})
+            if config.validate_every and (step % config.validate_every == 0 or step == config.steps):
+                from .validation import validate
+
+                if world.main:
+                    _log(run, {"event": "validation", "step": step, **validate(run, step)})
+                barrier(world)
+        progress.close()
+        return last
+    finally:
+        if own_world:
+            teardown()
+
+
+def _progress(world: World, step: int, total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=step, disable=not world.main, unit="step", desc="training", dynamic_ncols=True)
