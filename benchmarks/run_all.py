@@ -23,7 +23,7 @@ import sys
 HERE = pathlib.Path(__file__).resolve().parent
 README = HERE / "README.md"
 START, END = "<!-- run_all:start -->", "<!-- run_all:end -->"
-BENCHMARKS = ("metrics", "motion_module", "image_to_video", "long_video")
+BENCHMARKS = ("metrics", "motion_module", "image_to_video", "long_video", "train")
 
 
 def commands(size: str, device: str, results: pathlib.Path) -> dict[str, list[str]]:
@@ -42,6 +42,9 @@ def commands(size: str, device: str, results: pathlib.Path) -> dict[str, list[st
         "long_video": [py, str(HERE / "bench_long_video.py"), *common,
                        *(["--steps", "2", "--sampler", "euler"] if small else []),
                        "--out", str(results / "long_video.json")],
+        "train": [py, str(HERE / "bench_train.py"), "--device", device,
+                  *(["--resolution", "64", "--steps", "2", "--threads", "2"] if small else ["--resolution", "512"]),
+                  "--out", str(results / "train.json")],
     }
 
 
@@ -73,6 +76,13 @@ def rows_of(name: str, data: dict) -> list[tuple[str, str, str]]:
         for length, r in results.items():
             out.append((name, f"{length} frames: peak memory x shortest, s per new frame",
                         f"{_f(r.get('peak_memory_ratio_vs_shortest'))}, {_f(r.get('sec_per_new_frame'), 2)}"))
+        return out
+    if name == "train":
+        for config, r in data.items():
+            if "sec_per_step" in r:
+                peak = (r.get("peak_allocated_bytes") or r.get("peak_rss_bytes") or 0) / 2**20
+                out.append((name, f"{config}: s/step, peak memory ({r['frames']} x {r['resolution']}^2)",
+                            f"{_f(r['sec_per_step'], 2)} s, {peak:.0f} MiB"))
         return out
     return [(name, "figures", json.dumps(results)[:80])]
 

@@ -7,7 +7,8 @@
 - a diffusers folder (``unet/``, ``vae/``, ``text_encoder/``, optional ``tokenizer/``), read with
   ``local_files_only``;
 - ``"tiny"``: a tiny random model of SD-1.5's layout (four levels, two ResNets and attentions per level, the same
-  block types) for tests and smoke runs, with a word-hash tokenizer.
+  block types) for tests and smoke runs, with a word-hash tokenizer;
+- ``"random-sd15"``: SD-1.5 at full size with random weights, for benchmarks.
 
 The tokenizer of real bases is CLIP's BPE vocabulary, shipped in ``sd15_tokenizer/``. Text embeddings are CLIP's
 last hidden state ``[B, 77, 768]``, what SD-1.5 and ComfyUI's CLIPTextEncode condition on.
@@ -136,6 +137,18 @@ def tiny_base(seed: int = 0) -> BaseModel:
     return BaseModel(unet, vae, text, tokenize, TINY_WIDTHS, "tiny")
 
 
+def random_sd15(seed: int = 0) -> BaseModel:
+    """SD-1.5 at full size with random weights (benchmarks: the real shapes and costs without a checkpoint file)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**SD15_UNET)
+    vae = AutoencoderKL(**SD15_VAE)
+    text = CLIPTextModel(CLIPTextConfig(**SD15_TEXT))
+    return BaseModel(unet, vae, text, _clip_tokenizer(TOKENIZER_DIR), SD15_WIDTHS, "random-sd15")
+
+
 def _from_single_file(path: str) -> BaseModel:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import (
@@ -161,6 +174,8 @@ def _from_single_file(path: str) -> BaseModel:
     text_sd = convert_ldm_clip_checkpoint(state)
     text = CLIPTextModel(CLIPTextConfig(**SD15_TEXT))
     text_sd = {k: v for k, v in text_sd.items() if not k.endswith("position_ids")}
+    if not any(k.startswith("text_model.") for k in text.state_dict()):  # transformers 5 names them without it
+        text_sd = {k.removeprefix("text_model."): v for k, v in text_sd.items()}
     _load(text, text_sd, name, "text encoder")
     return BaseModel(unet, vae, text, _clip_tokenizer(TOKENIZER_DIR), SD15_WIDTHS, name)
 
@@ -192,6 +207,8 @@ def load_base(spec: str, seed: int = 0) -> BaseModel:
     """``"tiny"``, a single-file checkpoint path or a diffusers folder; see the module docstring."""
     if spec == "tiny":
         return tiny_base(seed)
+    if spec == "random-sd15":
+        return random_sd15(seed)
     if os.path.isdir(spec):
         if not os.path.isdir(os.path.join(spec, "unet")):
             raise AtomoError(f"base_model '{spec}' is a folder without unet/: not a diffusers model folder.")

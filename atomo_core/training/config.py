@@ -69,7 +69,7 @@ class TrainPartsConfig:
 
 @dataclass(frozen=True)
 class IPAdapterConfig:
-    file: str = _key("", "IP-Adapter (SD-1.5) file for image semantics; empty: none")
+    file: str = _key("", "IP-Adapter (SD-1.5) file for image semantics; empty: none; 'tiny' with the tiny base (tests)")
     clip_vision: str = _key("", "CLIP vision ViT-H model the IP-Adapter reads (needed with ip_adapter.file)")
     scale: float = _key(1.0, "IP-Adapter attention scale")
 
@@ -91,7 +91,8 @@ class DistributedConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    base_model: str = _key("", "SD-1.5 checkpoint file, diffusers folder, or 'tiny' (a tiny random base for tests)")
+    base_model: str = _key("", "SD-1.5 checkpoint file, diffusers folder, 'tiny' (a tiny random base for tests) "
+                               "or 'random-sd15' (full size, random weights: benchmarks)")
     output_dir: str = _key("", "run folder: checkpoints, exported motion modules, logs, validation clips")
     steps: int = _key(10000, "optimiser steps in total (the run stops there; resume continues towards it)")
     batch_size: int = _key(1, "videos per GPU per micro-batch")
@@ -210,7 +211,7 @@ def problems(c: TrainConfig) -> list[str]:
     if sum(rates.values()) > 1 + 1e-9:
         out.append(f"conditioning.drop_text + drop_image + drop_both must be at most 1 (they are exclusive "
                    f"outcomes of one draw), got {sum(rates.values()):.4g}")
-    if c.ip_adapter.file and not c.ip_adapter.clip_vision:
+    if c.ip_adapter.file and c.ip_adapter.file != "tiny" and not c.ip_adapter.clip_vision:
         out.append("ip_adapter.clip_vision is empty but ip_adapter.file is set: give the CLIP vision ViT-H model")
     if c.train.image_proj and not c.ip_adapter.file:
         out.append("train.image_proj: true needs ip_adapter.file (the projection trained is the adapter's)")

@@ -63,6 +63,7 @@ class Batch:
     model_input: torch.Tensor  # [N, 9, h, w] (or [N, 4, h, w] for a text-only module)
     timesteps: torch.Tensor  # [N]
     text_keep: torch.Tensor  # [B] bool: the caption is used (else the empty prompt)
+    image_keep: torch.Tensor  # [B] bool: the image channels are used (else zeros, "no image")
     target: torch.Tensor  # [N, 4, h, w]
     loss_weight: torch.Tensor  # [N]: 1 where the frame counts in the loss
     given: list[int]  # L per video
@@ -105,7 +106,8 @@ class Objective:
                 if not self.config.loss_on_given and keep_image[i]:
                     weight[i, : given[i]] = 0.0
             parts.append(torch.cat(concats))
-        return Batch(torch.cat(parts, dim=1), t.repeat_interleave(f), keep_text, target, weight.reshape(-1), given)
+        return Batch(torch.cat(parts, dim=1), t.repeat_interleave(f), keep_text, keep_image, target,
+                     weight.reshape(-1), given)
 
     @staticmethod
     def loss(prediction: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -16,7 +16,7 @@ from ..errors import AtomoError
 from ..formats import load_motion_module
 from .base import BaseModel, load_base
 from .config import TrainConfig
-from .data import ResumableSampler, VideoClipDataset, build_index, make_loader
+from .data import LatentCache, ResumableSampler, VideoClipDataset, build_index, make_loader
 from .distributed import World
 from .objective import Objective
 from .unet import TemporalUNet
@@ -42,6 +42,7 @@ class Run:
     dataset: VideoClipDataset
     videos: int  # usable training videos
     skipped: list
+    latent_cache: LatentCache | None = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -81,9 +82,6 @@ def motion_module_for(config: TrainConfig, widths: tuple[int, ...]):
 
 
 def build_run(config: TrainConfig, world: World) -> Run:
-    if config.ip_adapter.file or config.train.image_proj:
-        raise AtomoError("ip_adapter.file / train.image_proj: training with IP-Adapter semantics is not supported "
-                         "by this trainer yet; leave them empty (the motion module trains without them).")
     torch.manual_seed(config.seed)
     base = load_base(config.base_model, seed=config.seed)
     low_precision = world.device.type == "cuda" and config.precision != "fp32"
@@ -92,7 +90,13 @@ def build_run(config: TrainConfig, world: World) -> Run:
     base.vae.to(world.device)
     base.text_encoder.to(world.device)
     module = motion_module_for(config, base.widths)
-    model = TemporalUNet(base.unet, module).to(world.device)
+    ip = None
+    if config.ip_adapter.file:
+        from .ip_conditioning import build_ip_conditioner
+
+        ip = build_ip_conditioner(config.ip_adapter.file, config.ip_adapter.clip_vision, base.unet, base.widths,
+                                  config.ip_adapter.scale, config.train.image_proj, config.seed)
+    model = TemporalUNet(base.unet, module, ip).to(world.device)
     for p in model.trainable_parameters():
         p.data = p.data.float()
     if config.gradient_checkpointing:
@@ -109,11 +113,16 @@ def build_run(config: TrainConfig, world: World) -> Run:
     index = build_index(config.data.videos, config.data.captions or None, config.frames, config.data.stride)
     if not index.entries:
         raise AtomoError(f"No usable training video in '{config.data.videos}': {index.summary()}")
-    dataset = VideoClipDataset(index, config.frames, config.resolution, config.data.stride, config.seed)
+    dataset = VideoClipDataset(index, config.frames, config.resolution, config.data.stride, config.seed,
+                               fixed_clips=config.data.cache_latents)
     sampler = ResumableSampler(len(index.entries), config.seed, world.rank, world.world_size,
                                drop_last=len(index.entries) >= world.world_size)
     loader = make_loader(dataset, sampler, config.batch_size, config.data.workers, config.seed)
     objective = Objective(config.objective_config(), image_channels=model.image_conditioning)
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + world.rank)
+    cache = None
+    if config.data.cache_latents:  # one fixed clip per video, its latents encoded once (per base and size)
+        cache = LatentCache(os.path.join(config.output_dir, "latent_cache"),
+                            namespace=f"{base.name}|{config.resolution}|{config.precision}|{world.device.type}")
     return Run(config, world, base, model, wrapped, optimizer, scheduler, sampler, loader, objective, generator,
-               dataset, len(index.entries), list(index.skipped))
+               dataset, len(index.entries), list(index.skipped), cache)

@@ -38,18 +38,39 @@ def _autocast(run: Run):
 
 def micro_step(run: Run, batch: dict) -> torch.Tensor:
     """Loss of one micro-batch ``{"pixels" [B, F, 3, H, W], "caption"}`` (not yet backpropagated)."""
-    pixels = batch["pixels"].to(run.world.device)
+    pixels = batch["pixels"]
     b, f = pixels.shape[:2]
-    latents = run.base.encode_video(pixels.flatten(0, 1)).float()
-    latents = latents.reshape(b, f, *latents.shape[1:])
+    latents = encode_clips(run, batch)
     example = run.objective.make_batch(latents.cpu(), run.generator)
     captions = [c if keep else "" for c, keep in zip(batch["caption"], example.text_keep.tolist(), strict=True)]
     context = run.base.encode_text(captions).repeat_interleave(f, dim=0)
     with _autocast(run):
         dtype = next(run.base.unet.parameters()).dtype  # the frozen UNet's storage dtype
+        extra = {}
+        if run.model.ip is not None:  # image tokens only where caption and image are both kept (the nodes' rule)
+            extra = {"first_frames": pixels[:, 0].to(run.world.device),
+                     "with_image": example.text_keep & example.image_keep}
         prediction = run.wrapped(example.model_input.to(run.world.device, dtype),
-                                 example.timesteps.to(run.world.device), context.to(dtype), f)
+                                 example.timesteps.to(run.world.device), context.to(dtype), f, **extra)
     return run.objective.loss(prediction, example)
+
+
+def encode_clips(run: Run, batch: dict) -> torch.Tensor:
+    """``[B, F, 4, h, w]`` scaled latents of the batch's clips, from the latent cache where it has them."""
+    pixels = batch["pixels"]
+    if run.latent_cache is None:
+        latents = run.base.encode_video(pixels.flatten(0, 1).to(run.world.device)).float()
+        return latents.reshape(*pixels.shape[:2], *latents.shape[1:])
+    out = []
+    for i in range(pixels.shape[0]):
+        key = run.latent_cache.key(batch["path"][i], int(batch["start"][i]), int(batch["stride"][i]),
+                                   pixels.shape[1], tuple(pixels.shape[-2:]))
+        latents = run.latent_cache.load(key)
+        if latents is None:
+            latents = run.base.encode_video(pixels[i].to(run.world.device)).float().cpu()
+            run.latent_cache.save(key, latents)
+        out.append(latents.to(run.world.device).float())
+    return torch.stack(out)
 
 
 def train_step(run: Run, batches) -> dict:

@@ -62,10 +62,11 @@ class TemporalUNet(nn.Module):
     """``unet`` (diffusers ``UNet2DConditionModel``, frozen) + ``module``'s temporal layers (+ 9-channel input when
     the module conditions on images). Only the temporal layers and ``conv_in.image_weight`` are trainable."""
 
-    def __init__(self, unet: nn.Module, module: MotionModule):
+    def __init__(self, unet: nn.Module, module: MotionModule, ip: nn.Module | None = None):
         super().__init__()
         self.unet = unet
         self.motion = module
+        self.ip = ip  # an ``ip_conditioning.IPConditioner`` (its processors are already on the UNet), or None
         self.frames: int | None = None
         unet.requires_grad_(False)
         module.requires_grad_(True)
@@ -102,13 +103,17 @@ class TemporalUNet(nn.Module):
         params = list(self.motion.parameters())
         if self.image_conditioning:
             params.append(self.unet.conv_in.image_weight)
+        if self.ip is not None:
+            params += self.ip.trainable_parameters()
         return params
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The trained weights only, under stable names (``motion.*`` and ``conv_in.image_weight``)."""
+        """The trained weights only, under stable names (``motion.*``, ``conv_in.image_weight``, ``image_proj.*``)."""
         state = {f"motion.{k}": v for k, v in self.motion.state_dict().items()}
         if self.image_conditioning:
             state["conv_in.image_weight"] = self.unet.conv_in.image_weight.detach()
+        if self.ip is not None and self.ip.train_projection:
+            state.update({f"image_proj.{k}": v.detach() for k, v in self.ip.image_proj.state_dict().items()})
         return state
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -117,16 +122,31 @@ class TemporalUNet(nn.Module):
         if self.image_conditioning:
             with torch.no_grad():
                 self.unet.conv_in.image_weight.copy_(state["conv_in.image_weight"])
+        if self.ip is not None and self.ip.train_projection:
+            self.ip.image_proj.load_state_dict({k[len("image_proj."):]: v for k, v in state.items()
+                                                if k.startswith("image_proj.")})
 
     def export_module(self) -> MotionModule:
-        """The motion module with its trained ``conv_in`` (channels 0..3 the base's), ready to save."""
+        """The motion module with its trained ``conv_in`` (channels 0..3 the base's) and, when training used one,
+        the IP-Adapter (``image_proj.*`` and ``ip_adapter.*``, what "from motion module" loads), ready to save."""
         if self.image_conditioning:
             self.motion.conv_in_weight = self.unet.conv_in.full_weight()
+        if self.ip is not None:
+            weights = {f"image_proj.{k}": v.detach().float().cpu() for k, v in self.ip.image_proj.state_dict().items()}
+            weights.update({k: v.detach().float().cpu() for k, v in self.ip.adapter.ip_weights.items()})
+            self.motion.ip_adapter_weights = weights
         return self.motion
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, frames: int) -> torch.Tensor:
-        """``x [(b f), 4 or 9, h, w]``, ``timesteps [(b f)]``, ``context [(b f), 77, 768]`` -> ``[(b f), 4, h, w]``."""
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, frames: int,
+                first_frames: torch.Tensor | None = None, with_image: torch.Tensor | None = None) -> torch.Tensor:
+        """``x [(b f), 4 or 9, h, w]``, ``timesteps [(b f)]``, ``context [(b f), 77, 768]`` -> ``[(b f), 4, h, w]``.
+
+        With an IP-Adapter: ``first_frames [b, 3, H, W]`` (-1..1) and ``with_image [b]`` (bool) give its tokens."""
         if x.shape[0] % frames:
             raise ValueError(f"a batch of {x.shape[0]} latents is not a whole number of {frames}-frame videos")
+        if self.ip is not None:
+            if first_frames is None or with_image is None:
+                raise ValueError("this model has an IP-Adapter: pass first_frames and with_image")
+            self.ip.set_tokens(first_frames, with_image, frames)
         self.frames = frames  # kept after the call: gradient checkpointing re-runs the layers in backward
         return self.unet(x, timesteps, encoder_hidden_states=context, return_dict=False)[0]

@@ -35,3 +35,25 @@ def sd15(pack):
     yield unet, model
     del unet, model
     gc.collect()
+
+
+@pytest.fixture(scope="module")
+def vae(pack):
+    """A random SD-1.5 VAE as ComfyUI loads one."""
+    from sd15_models import random_vae
+
+    return random_vae()
+
+
+@pytest.fixture(scope="module")
+def rw(pack):
+    """The headless runner as the tools import it (``tools/`` on sys.path); it finds the ComfyUI comfy_host booted."""
+    import sys
+
+    tools = str(comfy_host.REPO / "tools")
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    module = importlib.import_module("run_workflow")
+    module.boot()
+    yield module
+    module.release()

@@ -193,16 +193,22 @@ def test_another_attention_backend_runs_the_temporal_layers(sd15, ours, v2, monk
     assert relative_error(out, reference) < UNET_OTHER_KERNEL
 
 
-def test_ip_adapter_attention_runs_on_comfyuis_backend(ours, monkeypatch):
-    import comfy.ldm.modules.attention as attention
+def _ip_patch(ours, seed: int):
+    """Our IP-Adapter attn2 patch at ("input", 1) with random base-layout weights and tokens; and its generator."""
     from host_models import random_base_adapter
 
-    patch_mod = ours("nodes.ip_adapter_patch")
-    state = random_base_adapter(seed=1)
-    gen = torch.Generator().manual_seed(2)
+    state = random_base_adapter(seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
     tokens, uncond = torch.randn(1, 4, 768, generator=gen), torch.randn(1, 4, 768, generator=gen)
-    patch = patch_mod.IPAttentionPatch(("input", 1), state["ip_adapter.1.to_k_ip.weight"],
-                                       state["ip_adapter.1.to_v_ip.weight"], tokens, uncond, 1.0)
+    patch = ours("nodes.ip_adapter_patch").IPAttentionPatch(
+        ("input", 1), state["ip_adapter.1.to_k_ip.weight"], state["ip_adapter.1.to_v_ip.weight"], tokens, uncond, 1.0)
+    return patch, gen
+
+
+def test_ip_adapter_attention_runs_on_comfyuis_backend(ours, monkeypatch):
+    import comfy.ldm.modules.attention as attention
+
+    patch, gen = _ip_patch(ours, seed=1)
     q, k, v = (torch.randn(4, 64, 320, generator=gen) for _ in range(3))
     extra = {"n_heads": 8, "cond_or_uncond": [0, 1]}
     reference = patch(q, k, v, extra)
@@ -221,14 +227,7 @@ def test_ip_adapter_attention_runs_on_comfyuis_backend(ours, monkeypatch):
 def test_ip_adapter_stays_in_the_compute_dtype_when_comfyui_casts_patches_to_fp8(ours):
     """--fp8_e4m3fn-unet: ComfyUI calls .to(float8) on every patch before sampling; ours ignores dtypes, computes in
     the query's dtype, and still follows devices."""
-    from host_models import random_base_adapter
-
-    patch_mod = ours("nodes.ip_adapter_patch")
-    state = random_base_adapter(seed=3)
-    gen = torch.Generator().manual_seed(4)
-    tokens, uncond = torch.randn(1, 4, 768, generator=gen), torch.randn(1, 4, 768, generator=gen)
-    patch = patch_mod.IPAttentionPatch(("input", 1), state["ip_adapter.1.to_k_ip.weight"],
-                                       state["ip_adapter.1.to_v_ip.weight"], tokens, uncond, 1.0)
+    patch, gen = _ip_patch(ours, seed=3)
     q, k, v = (torch.randn(2, 16, 320, generator=gen) for _ in range(3))
     extra = {"n_heads": 8, "cond_or_uncond": [0, 1]}
     before = patch(q, k, v, extra)

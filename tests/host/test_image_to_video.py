@@ -17,13 +17,6 @@ FRAMES = 16
 
 
 @pytest.fixture(scope="module")
-def vae(pack):
-    from sd15_models import random_vae
-
-    return random_vae()
-
-
-@pytest.fixture(scope="module")
 def pia(sd15, ours):
     _, base = sd15
     sd = animatediff_state_dict("pia", seed=21)

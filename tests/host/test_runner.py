@@ -4,7 +4,6 @@ workflows, and the command line in a subprocess."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -52,18 +51,6 @@ def workflow(ckpt: str = CKPT) -> dict:
         "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "runner_test"}},
     }
-
-
-@pytest.fixture(scope="module")
-def rw(pack):
-    """The runner module as the tools import it (``tools/`` on sys.path); it finds the ComfyUI comfy_host booted."""
-    tools = str(RUNNER.parent)
-    if tools not in sys.path:
-        sys.path.insert(0, tools)
-    module = importlib.import_module("run_workflow")
-    module.boot()
-    yield module
-    module.release()
 
 
 @pytest.fixture(scope="module")

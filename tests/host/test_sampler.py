@@ -14,13 +14,6 @@ FRAMES = 6
 
 
 @pytest.fixture(scope="module")
-def vae(pack):
-    from sd15_models import random_vae
-
-    return random_vae()
-
-
-@pytest.fixture(scope="module")
 def atomo(sd15, ours, vae):
     """An AtomoVideo module (v-prediction, zero terminal SNR) with the image injected."""
     _, base = sd15

@@ -30,13 +30,6 @@ MOVED = 1e-2  # a hook that acts moves the frames by more than this (observed 0.
 
 
 @pytest.fixture(scope="module")
-def vae(pack):
-    from sd15_models import random_vae
-
-    return random_vae()
-
-
-@pytest.fixture(scope="module")
 def pia_model(sd15, ours):
     _, base = sd15
     sd = animatediff_state_dict("pia", seed=21)

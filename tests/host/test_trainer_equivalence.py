@@ -98,3 +98,71 @@ def test_trainer_model_and_nodes_agree(sd15, ours, tmp_path):
         assert out.shape == (FRAMES, 4, 8, 8) and torch.isfinite(out).all()
     finally:
         trainer.remove()
+
+
+def test_trainer_reads_the_checkpoint_file_comfyui_reads(pack, ours):
+    """base_model = the single-file checkpoint Load Checkpoint reads: the same UNet prediction, text embedding and
+    image latent in the trainer (diffusers' conversion, our configs and tokenizer files) and in ComfyUI."""
+    import comfy.sd
+    import random_checkpoint
+
+    from atomo_core.training.base import load_base
+
+    path = random_checkpoint.sd15_checkpoint(seed=0)
+    base = load_base(str(path))
+    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)
+    prompt = "a red fox runs through deep snow, cinematic light"
+    tokens = clip.tokenize(prompt)
+    comfy_text = clip.encode_from_tokens(tokens)
+    ours_text = base.encode_text([prompt])
+    assert ours_text.shape == comfy_text.shape == (1, 77, 768)
+    # Two implementations of the same fp32 maths (observed: text 2.4e-6, latent 1.7e-5, UNet 1.1e-5).
+    text_error = relative_error(ours_text.float(), comfy_text.float())
+    assert text_error < UNET_OTHER_KERNEL, text_error
+    other = base.encode_text(["a blue car on a wet road"])
+    assert relative_error(other.float(), comfy_text.float()) > 100 * UNET_OTHER_KERNEL  # the tokens matter
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(1))
+    comfy_latent = model.model.latent_format.process_in(vae.encode(image))
+    ours_latent = base.encode_video(image.permute(0, 3, 1, 2) * 2 - 1)
+    assert relative_error(ours_latent.float(), comfy_latent.float()) < UNET_OTHER_KERNEL
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 4, 8, 8, generator=gen)
+    ctx = torch.randn(2, 77, 768, generator=gen)
+    t = torch.tensor([500.0, 500.0])
+    with torch.no_grad():
+        ours_out = base.unet(x, t, encoder_hidden_states=ctx).sample
+        comfy_out = model.model.diffusion_model(x.to(model.model.get_dtype()), t, context=ctx.to(
+            model.model.get_dtype())).float()
+    assert relative_error(ours_out, comfy_out) < UNET_OTHER_KERNEL
+    del base, model, clip, vae
+
+
+def test_training_ip_tokens_are_the_nodes(sd15, ours, tmp_path):
+    """The IP-Adapter tokens the trainer conditions on are those Image Inject Conditioning computes, from the same
+    SD-1.5 IP-Adapter file and ViT-H CLIP vision file (ComfyUI's CLIPVisionLoader on the node side)."""
+    import comfy.clip_vision
+    import random_checkpoint
+    from host_models import random_base_adapter
+    from safetensors.torch import save_file
+
+    from atomo_core.training.ip_conditioning import build_ip_conditioner
+
+    unet2d, _ = sd15
+    adapter_path = tmp_path / "ip-adapter_sd15.safetensors"
+    save_file(random_base_adapter(seed=5), str(adapter_path))
+    clip_path = random_checkpoint.clip_vision_h(seed=0)
+    processors = dict(unet2d.attn_processors)
+    try:
+        ip = build_ip_conditioner(str(adapter_path), str(clip_path), unet2d, (320, 640, 1280, 1280), 1.0, False)
+        image = torch.rand(1, 96, 80, 3, generator=torch.Generator().manual_seed(6))
+        ip.set_tokens(image.permute(0, 3, 1, 2) * 2 - 1, torch.tensor([True]), frames=1)
+        clip_vision = comfy.clip_vision.load(str(clip_path))
+        adapter = ours("atomo_core.ip_adapter").load_ip_adapter(str(adapter_path))
+        node_tokens, node_uncond = ours("nodes.injection").clip_tokens(adapter, clip_vision, image)
+        error = relative_error(ip.current.float(), node_tokens.float())
+        print(f"IP tokens trainer vs node: {error:.2e}")
+        assert error < UNET_OTHER_KERNEL
+        ip.set_tokens(image.permute(0, 3, 1, 2) * 2 - 1, torch.tensor([False]), frames=1)
+        assert relative_error(ip.current.float(), node_uncond.float()) < UNET_OTHER_KERNEL
+    finally:
+        unet2d.set_attn_processor(processors)

@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-
-import comfy_host
 import numpy as np
 import pytest
 import torch
-
-RUNNER = comfy_host.REPO / "tools" / "run_workflow.py"
-
-
-@pytest.fixture(scope="module")
-def rw(pack):
-    tools = str(RUNNER.parent)
-    if tools not in sys.path:
-        sys.path.insert(0, tools)
-    module = importlib.import_module("run_workflow")
-    module.boot()
-    yield module
-    module.release()
 
 
 def _texture_png(path, seed=0):

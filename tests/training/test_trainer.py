@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from tolerances import FLOAT32_REORDERED, assert_close_scaled
 
 from atomo_core.formats import load_motion_module
 from atomo_core.training.config import load_config
@@ -150,3 +151,25 @@ def test_two_gloo_processes_train_identical_weights(videos, tmp_path):
     (save,) = [r for r in log if r.get("event") == "save"]
     assert save["ranks"] == 2 and save["ranks_identical"]
     assert load_motion_module(str(out / "motion_module.safetensors")).config.family == "atomovideo"
+
+
+def test_latent_cache_encodes_each_clip_once(videos, tmp_path):
+    from atomo_core.training.trainer import encode_clips
+
+    run = build_run(_config(videos, tmp_path / "cache", **{"data.cache_latents": True}), WORLD)
+    calls = []
+    real = run.base.encode_video
+
+    def counting(pixels):
+        calls.append(pixels.shape[0])
+        return real(pixels)
+
+    run.base.encode_video = counting
+    batch = next(iter(run.loader))
+    first = encode_clips(run, batch)
+    assert len(calls) == 2 and len(list((tmp_path / "cache" / "latent_cache").rglob("*.safetensors"))) == 2
+    again = encode_clips(run, batch)
+    assert len(calls) == 2 and torch.equal(first, again)  # read back, not encoded again
+    run.latent_cache = None
+    # what the VAE gives for the whole batch at once: another batch shape, so float32 round-off apart
+    assert_close_scaled(encode_clips(run, batch), first, FLOAT32_REORDERED, "cached vs batch-encoded latents")
