@@ -67,7 +67,9 @@ WORLD = World(0, 1, 0, torch.device("cpu"))
 
 
 def test_a_run_trains_saves_exports_and_counts_bad_files(videos, tmp_path):
-    config = _config(videos, tmp_path / "run", gradient_checkpointing=True)
+    bird = str(REPO / "tests" / "data" / "bird.png")
+    config = _config(videos, tmp_path / "run", gradient_checkpointing=True, validate_every=4,
+                     **{"validation.images": f"[{bird}]", "validation.steps": 2, "validation.image_cfg": 2.0})
     last = train(config, WORLD)
     assert last["step"] == 4 and np.isfinite(last["loss"])
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -86,6 +88,17 @@ def test_a_run_trains_saves_exports_and_counts_bad_files(videos, tmp_path):
     with safe_open(str(tmp_path / "run" / "motion_module_step00000004.safetensors"), "pt") as f:
         header = f.metadata()
     assert header["training_step"] == "4" and json.loads(header["training_config"])["frames"] == 6
+    (validation,) = [r for r in log if r.get("event") == "validation"]
+    (clip,) = validation["clips"]
+    assert pathlib.Path(clip["path"]).is_file() and clip["frames"] == 6 and 0 <= clip["first_frame_ssim"] <= 1
+
+
+def test_gradient_accumulation_consumes_its_micro_batches(videos, tmp_path):
+    from atomo_core.training.trainer import train_step
+
+    run = build_run(_config(videos, tmp_path / "accumulate", grad_accumulation=3, batch_size=1), WORLD)
+    figures = train_step(run, iter(run.loader))
+    assert figures["data"]["position"] == 3 and np.isfinite(figures["loss"])
 
 
 def test_loss_falls_on_a_fixed_batch_and_only_the_trainable_weights_move(videos, tmp_path):
