@@ -41,7 +41,6 @@ from .conditioning import without_image
 log = logging.getLogger("AtomoVideo")
 
 POSITIVE, NEGATIVE, NO_IMAGE = "positive", "negative", "negative_no_image"
-_COND_OF_PASS = {"it": POSITIVE, "i": NEGATIVE, "u": NO_IMAGE}
 
 
 def pass_order(passes: list[str]) -> list[str]:
@@ -67,11 +66,9 @@ class AtomoGuider(comfy.samplers.CFGGuider):
     def set_conds(self, positive, negative):
         branches = {"it": positive, "i": negative,
                     "u": node_helpers.conditioning_set_values(without_image(negative), {"prompt_type": "negative"})}
-        conds = {}
-        for index, name in enumerate(self.passes):
-            # two passes: the second one is ComfyUI's "negative", whichever it is
-            conds[POSITIVE if index == 0 else NEGATIVE if index == 1 else _COND_OF_PASS[name]] = branches[name]
-        self.inner_set_conds(conds)
+        # in batch order; with two passes the second is ComfyUI's "negative", whichever it is
+        names = (POSITIVE, NEGATIVE, NO_IMAGE)
+        self.inner_set_conds({names[i]: branches[p] for i, p in enumerate(self.passes)})
 
     def _rescaled_cfg(self, args):
         """``sampler_cfg_function``: plain CFG then our rescale, returned as ComfyUI expects (``x - denoised``)."""

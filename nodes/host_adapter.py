@@ -28,6 +28,7 @@ from einops import rearrange
 
 from ..atomo_core.errors import AtomoError, FrameLimitError
 from ..atomo_core.formats import FAMILY_LABELS
+from ..atomo_core.layout import SD15_WIDTHS
 from ..atomo_core.motion_module import MotionModule
 from ..atomo_core.temporal_attention import TemporalLayer
 from .attention import comfy_attention
@@ -283,7 +284,7 @@ def attach_motion_module(model, module: MotionModule, apply_sampling: bool = Tru
     is not changed: the clone runs a copy built from ComfyUI's operations that shares its tensors.
     """
     check_sd15(model, module.name)
-    if tuple(module.config.widths) != (320, 640, 1280, 1280):
+    if tuple(module.config.widths) != SD15_WIDTHS:
         raise AtomoError(
             f"'{module.name}' was trained on a small test model of SD-1.5's layout (widths {module.config.widths}), "
             "not on SD-1.5; it cannot run on an SD-1.5 MODEL. Train on an SD-1.5 checkpoint (base_model)."

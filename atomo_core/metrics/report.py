@@ -75,7 +75,8 @@ def evaluate_video(frames, reference=None, size: int = DEFAULT_SIZE, seams: list
         ref = as_video(reference)[0]
         shape = working_shape(ref.shape[0], ref.shape[1], size)
         ref8 = working_frames(ref, shape=shape)[0]
-        figures = fidelity(working_frames(video, shape=shape), ref8)
+        frames_at_ref = frames8 if tuple(frames8.shape[1:3]) == tuple(shape) else working_frames(video, shape=shape)
+        figures = fidelity(frames_at_ref, ref8)
         curves["retention_ssim"] = figures.pop("retention_ssim")
         summary.update(figures)
         if ceiling is not None:

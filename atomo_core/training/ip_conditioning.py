@@ -101,6 +101,7 @@ class IPConditioner(nn.Module):
         self.image_proj.train(train_projection)
         self.train_projection = train_projection
         self.current: torch.Tensor | None = None
+        self._uncond: torch.Tensor | None = None
         for site in IP_SITES:
             attention = unet.get_submodule(f"{site.diffusers_name}.transformer_blocks.0.attn2")
             k = adapter.ip_weights[f"ip_adapter.{site.key}.to_k_ip.weight"]
@@ -124,17 +125,24 @@ class IPConditioner(nn.Module):
         out = self.clip_vision(pixel_values=((crop - mean) / std).to(param), output_hidden_states=True)
         return out.image_embeds if self.adapter.spec.clip_output == "image_embeds" else out.hidden_states[-2]
 
+    def _uncond_features(self, device) -> torch.Tensor | None:
+        """The CLIP features of a mean-colour image (``plus``/``full-face`` uncond tokens): computed once, the encoder
+        is frozen; ``None`` for adapters whose uncond tokens come from zero embeds."""
+        if self.adapter.spec.uncond == "zero_embeds":
+            return None
+        if self._uncond is None:
+            size = self.clip_vision.config.image_size
+            mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1).expand(1, 3, size, size)
+            self._uncond = self._features(mean).float()
+        return self._uncond.to(device)
+
     def set_tokens(self, first_frames: torch.Tensor, with_image: torch.Tensor, frames: int) -> None:
         """Image tokens per frame row ``[B F, T, C]``: the first frame's where ``with_image``, else unconditional.
 
         ``first_frames [B, 3, H, W]`` in -1..1; ``with_image [B]`` bool."""
         with torch.no_grad():
             features = self._features(((first_frames + 1) / 2).clamp(0, 1)).float()
-            if self.adapter.spec.uncond == "zero_embeds":
-                uncond_features = None
-            else:
-                uncond_features = self._features(torch.tensor(CLIP_MEAN, device=first_frames.device).view(
-                    1, 3, 1, 1).expand(1, 3, *first_frames.shape[-2:])).float()
+            uncond_features = self._uncond_features(first_frames.device)
         with torch.set_grad_enabled(self.train_projection):
             tokens = image_tokens(self.adapter, features.to(next(self.image_proj.parameters())))
             uncond = uncond_image_tokens(self.adapter, uncond_features).expand_as(tokens)

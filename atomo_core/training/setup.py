@@ -96,9 +96,7 @@ def build_run(config: TrainConfig, world: World) -> Run:
 
         ip = build_ip_conditioner(config.ip_adapter.file, config.ip_adapter.clip_vision, base.unet, base.widths,
                                   config.ip_adapter.scale, config.train.image_proj, config.seed)
-    model = TemporalUNet(base.unet, module, ip).to(world.device)
-    for p in model.trainable_parameters():
-        p.data = p.data.float()
+    model = TemporalUNet(base.unet, module, ip).to(world.device)  # trainable weights are fp32 from here on
     if config.gradient_checkpointing:
         base.unet.enable_gradient_checkpointing()
     base.unet.train()  # diffusers only checkpoints in training mode; the base has no dropout to switch on

@@ -15,6 +15,7 @@ On CPUs the frozen base stays in fp32 whatever ``precision`` says (autocast is a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -76,33 +77,22 @@ def encode_clips(run: Run, batch: dict) -> torch.Tensor:
 def train_step(run: Run, batches) -> dict:
     """One optimiser step over ``grad_accumulation`` micro-batches; returns its figures."""
     accumulation = run.config.grad_accumulation
-    total, consumed = 0.0, None
+    total, failed = 0.0, []
     for i in range(accumulation):
         batch = next(batches)
-        consumed = batch
-        last = i == accumulation - 1
-        sync = last or not run.world.distributed
-        context = run.wrapped.no_sync() if not sync else _NullContext()
-        with context:
+        inner = i < accumulation - 1 and run.world.distributed  # DDP syncs gradients on the last micro-batch only
+        with run.wrapped.no_sync() if inner else contextlib.nullcontext():
             loss = micro_step(run, batch) / accumulation
             loss.backward()
         total += float(loss.detach())
-    params = run.model.trainable_parameters()
-    norm = torch.nn.utils.clip_grad_norm_(params, run.config.max_grad_norm) if run.config.max_grad_norm > 0 else \
-        torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        failed += batch.get("failed", [])
+    max_norm = run.config.max_grad_norm if run.config.max_grad_norm > 0 else float("inf")  # inf: measure only
+    norm = torch.nn.utils.clip_grad_norm_(run.model.trainable_parameters(), max_norm)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     return {"loss": total, "grad_norm": float(norm), "lr": run.scheduler.get_last_lr()[0],
-            "data": run.sampler.state_after(consumed), "failed": list(consumed.get("failed", []))}
-
-
-class _NullContext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+            "data": run.sampler.state_after(batch), "failed": failed}
 
 
 def _state(run: Run, step: int, data_state: dict) -> dict:

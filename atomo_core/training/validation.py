@@ -22,7 +22,7 @@ def load_image(path: str, resolution: int) -> torch.Tensor:
     """``[1, 3, R, R]`` in -1..1: short side resized to ``resolution`` (antialiased), centre crop."""
     from PIL import Image
 
-    image = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float() / 255.0
+    image = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float() / 255.0
     h, w = image.shape[-2:]
     scale = resolution / min(h, w)
     size = (max(resolution, round(h * scale)), max(resolution, round(w * scale)))
