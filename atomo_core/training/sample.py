@@ -18,7 +18,8 @@ from ..schedules import eps_from_v, trailing_timesteps, x0_from_eps, x0_from_v
 @torch.no_grad()
 def sample_clip(model, alphas_cumprod: torch.Tensor, given_latents: torch.Tensor, frames: int, context: torch.Tensor,
                 empty_context: torch.Tensor, steps: int = 20, cfg: float = 7.5, image_cfg: float = 1.0,
-                prediction_type: str = "v_prediction", generator: torch.Generator | None = None) -> torch.Tensor:
+                prediction_type: str = "v_prediction", generator: torch.Generator | None = None,
+                lock_given: bool = True) -> torch.Tensor:
     """One clip's latents ``[F, 4, h, w]``.
 
     ``model(x [N, 9, h, w], timesteps [N], context [N, 77, C], frames)`` is a ``TemporalUNet``; ``given_latents
@@ -45,7 +46,8 @@ def sample_clip(model, alphas_cumprod: torch.Tensor, given_latents: torch.Tensor
             preds = {p: (x0_from_eps(x, o, a), o) for p, o in zip(passes, out, strict=True)}
         x0 = combine_guidance({p: v[0] for p, v in preds.items()}, cfg, image_cfg)
         eps = combine_guidance({p: v[1] for p, v in preds.items()}, cfg, image_cfg)
-        x0[:given] = given_latents.float()  # the given frames are kept, as the node's lock does
+        if lock_given:
+            x0[:given] = given_latents.float()  # the given frames are kept, as the node's lock does
         a_prev = ab[int(schedule[index + 1])] if index + 1 < len(schedule) else torch.tensor(1.0, device=device)
         x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
     return x

@@ -81,14 +81,21 @@ def motion_module_for(config: TrainConfig, widths: tuple[int, ...]):
     return module
 
 
-def build_run(config: TrainConfig, world: World) -> Run:
-    torch.manual_seed(config.seed)
-    base = load_base(config.base_model, seed=config.seed)
-    low_precision = world.device.type == "cuda" and config.precision != "fp32"
-    base.freeze(DTYPES[config.precision] if low_precision else None)  # a CPU run keeps the base in fp32
-    base.unet.to(world.device)
-    base.vae.to(world.device)
-    base.text_encoder.to(world.device)
+@dataclass
+class Trainable:
+    """The trainable side of a run, on a given frozen base: the temporal UNet, optimiser, schedule, objective."""
+
+    model: TemporalUNet
+    wrapped: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    objective: Objective
+    generator: torch.Generator
+
+
+def build_trainable(config: TrainConfig, world: World, base: BaseModel) -> Trainable:
+    """The motion module in the temporal UNet over ``base`` (frozen, on ``world.device``), AdamW, the learning-rate
+    schedule, the objective and its generator: everything ``train_step`` needs besides the data."""
     module = motion_module_for(config, base.widths)
     ip = None
     if config.ip_adapter.file:
@@ -108,6 +115,20 @@ def build_run(config: TrainConfig, world: World) -> Run:
                                   betas=tuple(config.adam_betas), eps=config.adam_epsilon,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
+    objective = Objective(config.objective_config(), image_channels=model.image_conditioning)
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + world.rank)
+    return Trainable(model, wrapped, optimizer, scheduler, objective, generator)
+
+
+def build_run(config: TrainConfig, world: World) -> Run:
+    torch.manual_seed(config.seed)
+    base = load_base(config.base_model, seed=config.seed)
+    low_precision = world.device.type == "cuda" and config.precision != "fp32"
+    base.freeze(DTYPES[config.precision] if low_precision else None)  # a CPU run keeps the base in fp32
+    base.unet.to(world.device)
+    base.vae.to(world.device)
+    base.text_encoder.to(world.device)
+    parts = build_trainable(config, world, base)
     index = build_index(config.data.videos, config.data.captions or None, config.frames, config.data.stride)
     if not index.entries:
         raise AtomoError(f"No usable training video in '{config.data.videos}': {index.summary()}")
@@ -116,11 +137,9 @@ def build_run(config: TrainConfig, world: World) -> Run:
     sampler = ResumableSampler(len(index.entries), config.seed, world.rank, world.world_size,
                                drop_last=len(index.entries) >= world.world_size)
     loader = make_loader(dataset, sampler, config.batch_size, config.data.workers, config.seed)
-    objective = Objective(config.objective_config(), image_channels=model.image_conditioning)
-    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + world.rank)
     cache = None
     if config.data.cache_latents:  # one fixed clip per video, its latents encoded once (per base and size)
         cache = LatentCache(os.path.join(config.output_dir, "latent_cache"),
                             namespace=f"{base.name}|{config.resolution}|{config.precision}|{world.device.type}")
-    return Run(config, world, base, model, wrapped, optimizer, scheduler, sampler, loader, objective, generator,
-               dataset, len(index.entries), list(index.skipped), cache)
+    return Run(config, world, base, parts.model, parts.wrapped, parts.optimizer, parts.scheduler, sampler, loader,
+               parts.objective, parts.generator, dataset, len(index.entries), list(index.skipped), cache)
