@@ -59,8 +59,8 @@ def reject_foreign(state_dict: dict[str, torch.Tensor], name: str) -> None:
         if any(".motion_modules." in k for k in lora):
             raise MotionModuleFormatError(
                 f"'{name}' is a motion LoRA (camera-motion LoRA for AnimateDiff v2), not a motion module. "
-                "Pick the motion module itself here (e.g. mm_sd_v15_v2.ckpt); motion LoRAs are not applied by "
-                "this loader."
+                "Pick the motion module itself here (e.g. mm_sd_v15_v2.ckpt), then apply the LoRA with the Load "
+                "Motion LoRA node on this node's MODEL (the file goes in models/motion_lora)."
             )
         raise MotionModuleFormatError(
             f"'{name}' is a LoRA for the image layers (the AnimateDiff v3 domain adapter, v3_sd15_adapter.ckpt, "

@@ -9,9 +9,10 @@ def node_list() -> list:
     register_model_folders()
     from .image_inject_conditioning import AtomoImageInjectConditioning
     from .load_motion_module import AtomoLoadMotionModule
+    from .motion_lora import AtomoLoadMotionLoRA
     from .predict_next_frames import AtomoPredictNextFrames
     from .video_metrics import AtomoVideoMetrics
     from .zero_snr_sampler import AtomoZeroSNRVSampler
 
-    return [AtomoLoadMotionModule, AtomoImageInjectConditioning, AtomoZeroSNRVSampler, AtomoPredictNextFrames,
+    return [AtomoLoadMotionModule, AtomoLoadMotionLoRA, AtomoImageInjectConditioning, AtomoZeroSNRVSampler, AtomoPredictNextFrames,
             AtomoVideoMetrics]

@@ -295,13 +295,28 @@ def attach_motion_module(model, module: MotionModule, apply_sampling: bool = Tru
     module = host_module(module, compute_dtype(model), storage)
     patcher = comfy.model_patcher.ModelPatcher(module, load_device=model.load_device, offload_device=model.offload_device)
     attachment = MotionAttachment(module, patcher)
-    injector = _Injector(attachment)
-    clone.set_additional_models(KEY, [patcher])
-    clone.set_injections(KEY, [comfy.patcher_extension.PatcherInjection(injector.inject, injector.eject)])
-    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, _diffusion_model_wrapper(attachment))
+    _wire(clone, attachment)
     if not _has_handler(clone):
         clone.set_model_forward_timestep_embed_patch((TemporalLayer, temporal_layer_handler))
     if apply_sampling:
         attachment.model_sampling = patch_model_sampling(clone, module.config)
+    return clone
+
+
+def _wire(clone, attachment: MotionAttachment) -> None:
+    """Attach ``attachment``'s patcher to ``clone`` and the injection and frame-count wrapper that serve it."""
+    injector = _Injector(attachment)
+    clone.set_additional_models(KEY, [attachment.patcher])
+    clone.set_injections(KEY, [comfy.patcher_extension.PatcherInjection(injector.inject, injector.eject)])
+    clone.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY)
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, _diffusion_model_wrapper(attachment))
     clone.set_attachments(KEY, attachment)
+
+
+def with_module_patcher(model, patcher):
+    """A clone of ``model`` (a module attached) whose module runs through ``patcher``, a clone of the module's
+    ModelPatcher carrying weight patches (motion LoRAs); ``model`` itself keeps its own patcher."""
+    attachment = get_attachment(model)
+    clone = model.clone()
+    _wire(clone, MotionAttachment(attachment.module, patcher, attachment.model_sampling))
     return clone

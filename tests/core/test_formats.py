@@ -70,7 +70,7 @@ def test_atomovideo_layout_has_a_temporal_conv_after_every_resblock():
 @pytest.mark.parametrize(
     ("state_dict", "message"),
     [
-        (motion_lora_state_dict(), "is a motion LoRA"),
+        (motion_lora_state_dict(), "is a motion LoRA.*Load Motion LoRA node"),
         (domain_adapter_state_dict(), "LoraLoaderModelOnly"),
         (hotshotxl_state_dict(), "HotshotXL"),
         (animatediff_state_dict("sdxl", device="meta"), "SDXL motion module"),
