@@ -1,0 +1,122 @@
+"""Stage 2: the trainer trains the temporal layers and the image channels of ``conv_in`` on the frozen toy base.
+
+The trainer's own pieces do the work: ``setup.build_trainable`` (the AtomoVideo module at the base's sites,
+``TemporalUNet``, AdamW, the warm-up/cosine schedule, the ``Objective`` with random given frames and condition
+dropout) and ``trainer.train_step`` (micro-step, loss, clipping, optimiser). Only the data differ from a real run:
+clips are rendered by the toy world in memory instead of decoded from video files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import replace
+
+import torch
+
+from atomo_core.training.base import BaseModel
+from atomo_core.training.config import ConditioningConfig, DataConfig, TrainConfig
+from atomo_core.training.distributed import World
+from atomo_core.training.objective import training_alphas_cumprod
+from atomo_core.training.setup import Run, build_trainable, motion_module_for
+from atomo_core.training.trainer import micro_step, train_step
+from atomo_core.training.unet import TemporalUNet
+
+from . import world
+
+CPU = World(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+def stage2_config(prediction_type: str, steps: int, frames: int, batch: int, lr: float, seed: int,
+                  output_dir: str) -> TrainConfig:
+    """v-prediction on zero-terminal-SNR ``scaled_linear`` (AtomoVideo's recipe) or epsilon on plain
+    ``scaled_linear`` (the base's own, AnimateDiff's way); everything else equal."""
+    v = prediction_type == "v_prediction"
+    return TrainConfig(
+        base_model="toy", output_dir=output_dir, steps=steps, batch_size=batch, frames=frames, max_frames=32,
+        resolution=world.SIZE, learning_rate=lr, warmup_steps=max(1, steps // 20), lr_schedule="cosine",
+        max_grad_norm=1.0, seed=seed, precision="fp32", gradient_checkpointing=False,
+        prediction_type=prediction_type, beta_schedule="scaled_linear", zero_terminal_snr=v,
+        data=DataConfig(videos="(the toy world, rendered in memory)", workers=0),
+        conditioning=ConditioningConfig(max_given=min(3, frames - 1), drop_text=0.1, drop_image=0.1, drop_both=0.05),
+    ).validate()
+
+
+class _WorldSampler:
+    """What ``train_step`` asks of the data sampler (its resumable state): the toy world has none to keep."""
+
+    def state_after(self, _batch) -> dict:
+        return {}
+
+
+def _batches(config: TrainConfig):
+    gen = torch.Generator().manual_seed(config.seed + 7919)
+    while True:
+        batch = world.training_batch(gen, config.batch_size, config.frames)
+        batch.pop("cases")
+        yield batch
+
+
+HELD_OUT_CLIPS = 8
+
+
+def held_out_batch(config: TrainConfig) -> dict:
+    """A fixed batch of held-out clips (shapes and backgrounds never trained on) for the held-out loss."""
+    gen = torch.Generator().manual_seed(config.seed + 104729)
+    cases = [world.random_case(gen, config.frames, held_out=True) for _ in range(HELD_OUT_CLIPS)]
+    pixels = torch.stack([world.render(c, config.frames) for c in cases]) * 2 - 1
+    return {"pixels": pixels, "caption": [c.video_caption() for c in cases]}
+
+
+@torch.no_grad()
+def held_out_loss(run: Run, batch: dict) -> float:
+    """The trainer's loss (``micro_step``) on ``batch`` with the same timesteps, noise, given frames and dropout
+    every time (a fixed generator), so that values at different steps compare."""
+    fixed = replace(run, generator=torch.Generator().manual_seed(run.config.seed + 15485863))
+    return float(micro_step(fixed, batch))
+
+
+def train_temporal(base: BaseModel, config: TrainConfig, log=None) -> tuple[dict, dict]:
+    """Train; returns the trained weights (``TemporalUNet.trainable_state_dict``) and the losses: ``train`` per step
+    and ``held_out`` as ``[step, loss]`` pairs (at the start and 20 times over the run, every 10 steps in a short
+    one). The base is left as it was (the temporal layers are taken off again)."""
+    torch.manual_seed(config.seed)
+    parts = build_trainable(config, CPU, base)
+    run = Run(config, CPU, base, parts.model, parts.wrapped, parts.optimizer, parts.scheduler, _WorldSampler(),
+              None, parts.objective, parts.generator, None, 0, [])
+    probe = held_out_batch(config)
+    every = config.steps // max(1, min(20, config.steps // 10))  # 20 probes (3 in a 30-step run)
+    losses = {"train": [], "held_out": [[0, held_out_loss(run, probe)]]}
+    start = time.perf_counter()
+    batches = _batches(config)
+    try:
+        for step in range(1, config.steps + 1):
+            losses["train"].append(train_step(run, batches)["loss"])
+            if step % every == 0 or step == config.steps:
+                losses["held_out"].append([step, held_out_loss(run, probe)])
+            if log is not None and step % max(1, config.steps // 10) == 0:
+                recent = losses["train"][-20:]
+                log(f"stage 2 ({config.prediction_type}) step {step}/{config.steps}: loss "
+                    f"{sum(recent) / len(recent):.4f}, held-out {losses['held_out'][-1][1]:.4f} "
+                    f"({time.perf_counter() - start:.0f} s)")
+        state = {k: v.detach().clone() for k, v in parts.model.trainable_state_dict().items()}
+    finally:
+        parts.model.remove()
+        base.unet.eval()
+    return state, losses
+
+
+@contextlib.contextmanager
+def attached(base: BaseModel, config: TrainConfig, state: dict | None):
+    """The temporal UNet over ``base`` with ``state`` loaded (``None``: freshly initialised, the identity), in eval
+    mode; taken off the base again on exit. Yields ``(model, alphas_cumprod, prediction_type)``."""
+    torch.manual_seed(config.seed)
+    model = TemporalUNet(base.unet, motion_module_for(config, base.widths))
+    if state is not None:
+        model.load_trainable_state_dict(state)
+    model.eval()
+    try:
+        yield model, training_alphas_cumprod(config.beta_schedule, config.zero_terminal_snr).float(), \
+            config.prediction_type
+    finally:
+        model.remove()

@@ -1,0 +1,127 @@
+"""Stage 1: the toy's frozen "SD-1.5", a tiny image model of SD-1.5's layout trained on single frames.
+
+What is real and what is toy:
+
+- The UNet is diffusers' ``UNet2DConditionModel`` with SD-1.5's block types and layout (four levels, two ResNets
+  and attentions per level, cross-attention to the text), at widths ``TOY_WIDTHS``: the class, sites and code paths
+  the trainer uses on a real checkpoint. It is trained here as SD-1.5 was: epsilon prediction on the
+  ``scaled_linear`` schedule, 10 % empty captions (so classifier-free guidance works).
+- The text encoder is a frozen, randomly initialised 2-layer CLIP text model with the trainer's word-hash tokenizer
+  (``base.tiny_base``'s): like CLIP it is causal and never trained, so the UNet must learn to read its features.
+- The "VAE" is ``LinearCodec``: latents are the pixels themselves (no spatial factor), four channels made from RGB
+  by a fixed orthogonal map. Working in latents directly keeps the truth exact: no VAE reconstruction error sits
+  between the world's known positions and what the model makes, and none of the CPU budget goes into training an
+  autoencoder. Decoding is the exact inverse on the codec's range (the least-squares inverse off it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from atomo_core.schedules import alphas_cumprod, make_betas, trailing_timesteps, x0_from_eps
+from atomo_core.training.base import TINY_TEXT, TINY_UNET, BaseModel, _hash_tokenizer
+
+from . import world
+
+TOY_WIDTHS = (32, 32, 32, 32)
+TOY_UNET = dict(TINY_UNET, sample_size=world.SIZE, block_out_channels=TOY_WIDTHS)
+
+
+class LinearCodec(nn.Module):
+    """Pixels ``[N, 3, H, W]`` in -1..1 <-> latents ``[N, 4, H, W]``: ``z = M x`` with ``M`` (4 x 3) of orthonormal
+    columns (R, G, B and their mean spread over four channels), ``x = M^T z``. The diffusers VAE interface the
+    trainer calls: ``encode(x).latent_dist.mean``, ``decode(z).sample``, ``config.scaling_factor``."""
+
+    def __init__(self):
+        super().__init__()
+        basis = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+        q, _ = torch.linalg.qr(basis)  # 4 x 3, orthonormal columns
+        self.register_buffer("matrix", q * math.sqrt(4 / 3))  # latents of about unit variance per channel
+        self.config = SimpleNamespace(scaling_factor=1.0)
+        self.anchor = nn.Parameter(torch.zeros(()), requires_grad=False)  # gives ``next(parameters())`` a dtype
+
+    def encode(self, pixels: torch.Tensor):
+        z = torch.einsum("kc,nchw->nkhw", self.matrix.to(pixels), pixels)
+        return SimpleNamespace(latent_dist=SimpleNamespace(mean=z))
+
+    def decode(self, latents: torch.Tensor):
+        m = self.matrix.to(latents)
+        x = torch.einsum("kc,nkhw->nchw", m, latents) / (m**2).sum(0).view(1, 3, 1, 1)
+        return SimpleNamespace(sample=x)
+
+
+def make_base(seed: int = 0) -> BaseModel:
+    """The untrained toy base (stage 1 trains its UNet)."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**TOY_UNET)
+    text = CLIPTextModel(CLIPTextConfig(**TINY_TEXT))
+    tokenize = _hash_tokenizer(TINY_TEXT["vocab_size"], TINY_TEXT["bos_token_id"], TINY_TEXT["eos_token_id"])
+    return BaseModel(unet, LinearCodec(), text, tokenize, TOY_WIDTHS, "toy")
+
+
+def image_alphas_cumprod() -> torch.Tensor:
+    """SD-1.5's schedule: ``scaled_linear``, 1000 steps, no zero terminal SNR."""
+    return alphas_cumprod(make_betas("scaled_linear", 1000)).float()
+
+
+def train_image_model(base: BaseModel, steps: int, batch: int = 32, lr: float = 1e-3, seed: int = 1,
+                      log=None) -> list[float]:
+    """Train ``base.unet`` on single frames (epsilon, ``scaled_linear``, 10 % empty captions); returns the losses."""
+    unet = base.unet
+    unet.requires_grad_(True).train()
+    base.text_encoder.requires_grad_(False).eval()
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-2)
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * (0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    ab = image_alphas_cumprod()
+    gen = torch.Generator().manual_seed(seed)
+    losses, start = [], time.perf_counter()
+    for step in range(steps):
+        pixels, captions = world.image_batch(gen, batch)
+        captions = [c if float(torch.rand(1, generator=gen)) >= 0.1 else "" for c in captions]
+        x0 = base.encode_video(pixels)
+        t = torch.randint(0, len(ab), (batch,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        a = ab[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        pred = unet(x_t, t, encoder_hidden_states=base.encode_text(captions)).sample
+        loss = (pred - eps).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if log is not None and (step + 1) % max(1, steps // 10) == 0:
+            log(f"stage 1 step {step + 1}/{steps}: loss {sum(losses[-20:]) / len(losses[-20:]):.4f} "
+                f"({time.perf_counter() - start:.0f} s)")
+    unet.requires_grad_(False).eval()
+    return losses
+
+
+@torch.no_grad()
+def sample_images(base: BaseModel, captions: list[str], steps: int = 20, cfg: float = 3.0, seed: int = 0) -> torch.Tensor:
+    """Text-to-image with the image model alone (DDIM, trailing steps of SD-1.5's schedule): ``[N, 3, H, W]`` 0..1."""
+    ab = image_alphas_cumprod()
+    gen = torch.Generator().manual_seed(seed)
+    n = len(captions)
+    x = torch.randn(n, 4, world.SIZE, world.SIZE, generator=gen)
+    context = torch.cat([base.encode_text(captions), base.encode_text([""] * n)])
+    schedule = trailing_timesteps(steps, len(ab)).tolist()
+    for i, t in enumerate(schedule):
+        out = base.unet(torch.cat([x, x]), torch.full((2 * n,), int(t)), encoder_hidden_states=context).sample
+        eps = out[n:] + cfg * (out[:n] - out[n:])
+        a = ab[int(t)]
+        x0 = x0_from_eps(x, eps, a)
+        a_prev = ab[int(schedule[i + 1])] if i + 1 < len(schedule) else torch.tensor(1.0)
+        x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+    return ((base.decode(x) + 1) / 2).clamp(0, 1)
