@@ -77,7 +77,8 @@ def test_motion_figures():
 
 def test_reduced_run_learns(tmp_path):
     """The whole pipeline at test size: the properties that hold even here, with margins taken from this run's own
-X
+    figures (held-out v loss 0.43 -> 0.34, epsilon 0.186 -> 0.179, frame-0 MSE 0.04 against the untrained layers'
+    0.25, whose frame 0 is at 6 dB)."""
     results = run.run(run.REDUCED, str(tmp_path), log=lambda _line: None)
     for name in ("report.md", "results.json", "loss_curves.png", "image_to_video.png", "text_control.png",
                  "long_video.png", "image_model_samples.png"):
