@@ -11,7 +11,7 @@ lock them, as the nodes do by default.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -107,7 +107,7 @@ def paired_cases(count: int, frames: int, seed: int) -> list[tuple[world.Case, w
     while len(pairs) < count:
         direction = ("left", "up")[len(pairs) % 2]
         case = world.random_case(gen, frames, held_out=True, direction=direction, speed="slowly")
-        other = world.with_direction(case, world.OPPOSITE[direction], frames)
+        other = replace(case, direction=world.OPPOSITE[direction])  # the same image, the other way
         if world.fits(other, frames):
             pairs.append((case, other))
     return pairs

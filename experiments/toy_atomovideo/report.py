@@ -121,7 +121,7 @@ def loss_plot(losses: dict[str, list[float]]) -> Image.Image:
 def _resample(points: list[list[float]], steps: int) -> list[float]:
     """``[[step, value], ...]`` -> one value per step 1..steps, linear between the points."""
     xs, ys = [p[0] for p in points], [p[1] for p in points]
-    return [float(np.interp(s, xs, ys)) for s in range(1, steps + 1)]
+    return np.interp(np.arange(1, steps + 1), xs, ys).tolist()
 
 
 # ---------------------------------------------------------------------------------------------------- tables

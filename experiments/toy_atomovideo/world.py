@@ -20,7 +20,7 @@ Images are ``[3, H, W]`` in 0..1; ``clip`` returns ``[F, 3, H, W]``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -173,12 +173,6 @@ def random_case(gen: torch.Generator, frames: int, held_out: bool = False, direc
     start = (coordinate(dx), coordinate(dy))
     return Case(pick(shapes), colour, pick(backgrounds), background_rgb,
                 int(torch.randint(2**31 - 1, (1,), generator=gen)), start, direction, speed)
-
-
-def with_direction(case: Case, direction: str, frames: int) -> Case:
-    """The same image (shape, colours, textures, start) captioned and moved in ``direction``; the start is kept, so
-    the caller must check the path stays inside (``fits``)."""
-    return replace(case, direction=direction)
 
 
 def fits(case: Case, frames: int) -> bool:
