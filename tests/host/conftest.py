@@ -37,6 +37,17 @@ def sd15(pack):
     gc.collect()
 
 
+@pytest.fixture
+def free_models(pack):
+    """Unload every model ComfyUI holds after the test (a test file opts in with ``pytestmark``): real-size
+    UNets left loaded by one test would add up past this machine's memory."""
+    yield
+    import comfy.model_management
+
+    comfy.model_management.unload_all_models()
+    gc.collect()
+
+
 @pytest.fixture(scope="module")
 def vae(pack):
     """A random SD-1.5 VAE as ComfyUI loads one."""

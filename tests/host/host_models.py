@@ -19,6 +19,18 @@ def random_atomovideo(ours, seed: int = 0, max_frames: int = 24, name: str = "at
     return module
 
 
+def injected_atomovideo(sd15, ours, vae, frames: int):
+    """``(model, positive, negative, latent)``: a random AtomoVideo module (seed 5) attached to the SD-1.5 model and a
+    random 64x64 image (seed 6) injected through Image Inject Conditioning, ``frames`` frames."""
+    from sampling import conditioning
+
+    _, base = sd15
+    model = ours("nodes.host_adapter").attach_motion_module(base, random_atomovideo(ours, seed=5))
+    node = ours("nodes.image_inject_conditioning").AtomoImageInjectConditioning
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(6))
+    return node.execute(model, conditioning(1), conditioning(2), vae, image, frames, 64, 64, "crop").result
+
+
 def meta_family_module(ours, family: str, name: str):
     """A module of an AnimateDiff-layout ``family`` (``v2``, ``v3``, ``pia``...) with its weights on the ``meta``
     device: enough to attach it and meet the errors that come before any computation."""

@@ -32,13 +32,7 @@ def v2(ours, v2_state):
     return core.build_motion_module(v2_state, core.detect_config(v2_state), "v2.safetensors")
 
 
-@pytest.fixture(autouse=True)
-def _free():
-    yield
-    import comfy.model_management
-
-    comfy.model_management.unload_all_models()
-    gc.collect()
+pytestmark = pytest.mark.usefixtures("free_models")  # unload every model after each test
 
 
 def _step(model):

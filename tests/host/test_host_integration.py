@@ -33,15 +33,7 @@ def fresh_module(ours):
     return ours("atomo_core.atomovideo_format").new_atomovideo_module(max_frames=24, name="fresh.safetensors")
 
 
-@pytest.fixture(autouse=True)
-def _free_models():
-    yield
-    import gc
-
-    import comfy.model_management
-
-    comfy.model_management.unload_all_models()
-    gc.collect()
+pytestmark = pytest.mark.usefixtures("free_models")  # unload every model after each test
 
 
 def _run(model, frames=FRAMES, seed=5, sigma_index=600, positive=None, negative=None):

@@ -7,7 +7,6 @@ sampler's two- or three-pass guidance. Nothing may break, and each IP-Adapter mu
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import pathlib
 
@@ -60,13 +59,7 @@ def setup(plus, sd15, ours, tmp_path_factory):
                 embeds=embeds)
 
 
-@pytest.fixture(autouse=True)
-def _free():
-    yield
-    import comfy.model_management
-
-    comfy.model_management.unload_all_models()
-    gc.collect()
+pytestmark = pytest.mark.usefixtures("free_models")  # unload every model after each test
 
 
 def _cubiq(plus, s, model, weight=1.0):

@@ -10,8 +10,6 @@ uncond in one UNet call. The reference is the ORIGINAL AnimateDiff (``animatedif
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 import torch
 from animatediff_oracle import build as build_oracle
@@ -25,13 +23,7 @@ FRAMES = 16
 RANK = 64  # the released v2 camera LoRAs' rank (19.3 M parameters per file)
 
 
-@pytest.fixture(autouse=True)
-def _free():
-    yield
-    import comfy.model_management
-
-    comfy.model_management.unload_all_models()
-    gc.collect()
+pytestmark = pytest.mark.usefixtures("free_models")  # unload every model after each test
 
 
 def random_motion_lora(seed: int, mid_block: bool = True) -> dict[str, torch.Tensor]:

@@ -3,12 +3,9 @@ CFG rescale, FrameInit, progress over every step, Cancel, and refused overrides.
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 import torch
-from host_models import random_atomovideo
-from sampling import conditioning
+from host_models import injected_atomovideo
 
 FRAMES = 6
 
@@ -16,21 +13,10 @@ FRAMES = 6
 @pytest.fixture(scope="module")
 def atomo(sd15, ours, vae):
     """An AtomoVideo module (v-prediction, zero terminal SNR) with the image injected."""
-    _, base = sd15
-    module = random_atomovideo(ours, seed=5)
-    model = ours("nodes.host_adapter").attach_motion_module(base, module)
-    node = ours("nodes.image_inject_conditioning").AtomoImageInjectConditioning
-    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(6))
-    return node.execute(model, conditioning(1), conditioning(2), vae, image, FRAMES, 64, 64, "crop").result
+    return injected_atomovideo(sd15, ours, vae, FRAMES)
 
 
-@pytest.fixture(autouse=True)
-def _free():
-    yield
-    import comfy.model_management
-
-    comfy.model_management.unload_all_models()
-    gc.collect()
+pytestmark = pytest.mark.usefixtures("free_models")  # unload every model after each test
 
 
 def _sample(ours, model, positive, negative, latent, **kwargs):

@@ -15,8 +15,6 @@ observed figure for kernels that reorder sums between calls.
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 import torch
 from host_models import StubClipVision, install_model_file, random_base_adapter
@@ -46,13 +44,7 @@ def pia_i2v(pia_model, ours, vae):
     return node.execute(pia_model, conditioning(1), conditioning(2), vae, image, FRAMES, SIZE, SIZE, "crop").result
 
 
-@pytest.fixture(autouse=True)
-def _free():
-    yield
-    import comfy.model_management
-
-    comfy.model_management.unload_all_models()
-    gc.collect()
+pytestmark = pytest.mark.usefixtures("free_models")  # unload every model after each test
 
 
 def run_node(class_type: str, **inputs):

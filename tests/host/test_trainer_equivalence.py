@@ -9,8 +9,6 @@ compute the same maths with different kernels (ComfyUI's sub-quadratic attention
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 import torch
 from host_models import register_model_folder
@@ -20,13 +18,7 @@ from tolerances import UNET_OTHER_KERNEL
 FRAMES = 16
 
 
-@pytest.fixture(autouse=True)
-def _free():
-    yield
-    import comfy.model_management
-
-    comfy.model_management.unload_all_models()
-    gc.collect()
+pytestmark = pytest.mark.usefixtures("free_models")  # unload every model after each test
 
 
 def _random_module(seed: int):
