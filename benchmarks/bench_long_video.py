@@ -142,6 +142,8 @@ def run_worker(args: argparse.Namespace) -> dict:
 
     device, dtype = _host.start_worker(args, DTYPES)
     import comfy.patcher_extension
+    import comfy.samplers
+    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
 
     ours = _host.ours
     prediction = ours("atomo_core.frame_prediction")
@@ -193,9 +195,14 @@ def run_worker(args: argparse.Namespace) -> dict:
     video = first["samples"]
     if total > args.start_frames:
         with torch.inference_mode():
+            custom = ours("nodes.custom_sampling")
+            guider = custom.AtomoVideoGuider.execute(patched, positive, negative, args.cfg, args.image_cfg,
+                                                     0.7).result[0]
+            sigmas = custom.AtomoTrailingSigmas.execute(patched, args.steps, 1.0).result[0]
             video = predict.execute(
-                patched, positive, negative, args.context_frames, args.new_frames, total, args.seed, latent=first,
-                vae=vae, handover=args.handover, anchor_strength=args.anchor_strength, **sampling_args,
+                guider, comfy.samplers.sampler_object(args.sampler), sigmas, Noise_RandomNoise(args.seed),
+                args.context_frames, args.new_frames, total, latent=first, vae=vae, handover=args.handover,
+                anchor_strength=args.anchor_strength,
             ).result[0]["samples"]
     sync()
     t_end = time.perf_counter()

@@ -7,6 +7,7 @@ def node_list() -> list:
     from .folders import register_model_folders
 
     register_model_folders()
+    from .custom_sampling import AtomoFrameInitNoise, AtomoTrailingSigmas, AtomoVideoGuider
     from .image_inject_conditioning import AtomoImageInjectConditioning
     from .load_motion_module import AtomoLoadMotionModule
     from .motion_lora import AtomoLoadMotionLoRA
@@ -14,5 +15,5 @@ def node_list() -> list:
     from .video_metrics import AtomoVideoMetrics
     from .zero_snr_sampler import AtomoZeroSNRVSampler
 
-    return [AtomoLoadMotionModule, AtomoLoadMotionLoRA, AtomoImageInjectConditioning, AtomoZeroSNRVSampler, AtomoPredictNextFrames,
-            AtomoVideoMetrics]
+    return [AtomoLoadMotionModule, AtomoLoadMotionLoRA, AtomoImageInjectConditioning, AtomoZeroSNRVSampler,
+            AtomoPredictNextFrames, AtomoVideoMetrics, AtomoVideoGuider, AtomoTrailingSigmas, AtomoFrameInitNoise]

@@ -53,6 +53,7 @@ class AtomoGuider(comfy.samplers.CFGGuider):
 
     def __init__(self, model_patcher, text_scale: float, image_scale: float, rescale: float, has_image: bool):
         super().__init__(model_patcher)
+        self.requested = (float(text_scale), float(image_scale), float(rescale))  # before has_image and the MODEL
         self.text_scale = float(text_scale)
         self.image_scale = float(image_scale) if has_image else 1.0
         self.rescale = float(rescale)
@@ -64,6 +65,7 @@ class AtomoGuider(comfy.samplers.CFGGuider):
             self.rescale = 0.0
 
     def set_conds(self, positive, negative):
+        self.positive, self.negative = positive, negative  # as given (Predict Next Frames re-sets them per segment)
         branches = {"it": positive, "i": negative,
                     "u": node_helpers.conditioning_set_values(without_image(negative), {"prompt_type": "negative"})}
         # in batch order; with two passes the second is ComfyUI's "negative", whichever it is

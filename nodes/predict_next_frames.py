@@ -14,12 +14,10 @@ from ..atomo_core.errors import ConditioningError
 from ..atomo_core.formats import FAMILY_LABELS
 from ..atomo_core.frame_prediction import extend_video, plan_segments
 from ..atomo_core.image_fit import check_video_size
-from .conditioning import with_concat
 from .conv_in import check_plain_input, patch_conv_in
 from .host_adapter import get_attachment
 from .injection import check_vae
-from .sampling import sample_video
-from .zero_snr_sampler import advanced_inputs, sampling_inputs, settings_from
+from .sampling import sample_segment_with, segment_guider, segment_noise
 
 HANDOVERS = ["latent", "pixels"]
 AUTO = 0
@@ -71,17 +69,21 @@ class AtomoPredictNextFrames(io.ComfyNode):
                 "of one segment."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The MODEL with a PIA or AtomoVideo module (from Load Motion Module)."),
-                io.Conditioning.Input("positive", tooltip="The prompt of every segment (unless segment_prompts "
-                                                          "are given); the image channels are set per segment."),
-                io.Conditioning.Input("negative", tooltip="The negative prompt of every segment."),
+                io.Guider.Input("guider", tooltip="How every segment is guided: Video Guider (image/text guidance) or "
+                                                  "any GUIDER, built on the MODEL with a PIA or AtomoVideo module. Its "
+                                                  "MODEL and prompts are used for every segment; the image channels "
+                                                  "are set per segment from the frames so far."),
+                io.Sampler.Input("sampler", tooltip="The sampler of every segment (KSamplerSelect: ddim, euler, ...)."),
+                io.Sigmas.Input("sigmas", tooltip="The sigmas of every segment: Trailing Sigmas (zero SNR), or "
+                                                  "BasicScheduler & co."),
+                io.Noise.Input("noise", tooltip="The noise of every segment: RandomNoise or FrameInit Noise; "
+                                                "segment i uses seed + i."),
                 io.Int.Input("context_frames", default=AUTO, min=AUTO, max=64,
                              tooltip="Given frames per segment: the last frames of the video so far. 0 = automatic "
                                      "for the module: AtomoVideo 8 (the paper's setting), PIA 1 (its one "
                                      "condition frame, the only value PIA accepts)."),
                 io.Int.Input("new_frames", default=16, min=1, max=64, tooltip="New frames per segment."),
                 io.Int.Input("total_frames", default=64, min=1, max=100000, tooltip="Length of the finished video."),
-                *sampling_inputs(),
                 io.Latent.Input("latent", optional=True, tooltip="The frames to continue (LATENT), or use images."),
                 io.Image.Input("images", optional=True, tooltip="The frames to continue (IMAGE); needs the VAE."),
                 io.Vae.Input("vae", optional=True, tooltip="Needed for IMAGE frames or the 'pixels' hand-over."),
@@ -97,18 +99,20 @@ class AtomoPredictNextFrames(io.ComfyNode):
                 io.Clip.Input("clip", optional=True, tooltip="Encodes segment_prompts."),
                 io.Combo.Input("pia_motion", options=list(PIA_PRESETS), default="small motion", optional=True,
                                tooltip="PIA only: the motion preset of every segment."),
-                *advanced_inputs(),
             ],
             outputs=[io.Latent.Output(display_name="LATENT", tooltip="The whole video, the input frames first, "
                                                                      "as one latent batch of total_frames.")],
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, context_frames, new_frames, total_frames, seed, latent=None,
+    def execute(cls, guider, sampler, sigmas, noise, context_frames, new_frames, total_frames, latent=None,
                 images=None, vae=None, handover="latent", anchor_strength=0.0, segment_prompts="", clip=None,
-                pia_motion="small motion", **kwargs) -> io.NodeOutput:
+                pia_motion="small motion") -> io.NodeOutput:
+        model = getattr(guider, "model_patcher", None)
+        if model is None:
+            raise ConditioningError("The guider input is not a GUIDER with a MODEL: connect Video Guider (or "
+                                    "another guider node).")
         module = _module(model)
-        settings = settings_from(kwargs)
         pia = module.config.image_conditioning == "pia"
         context_frames = context_frames or auto_context_frames(module)
         if pia and context_frames != 1:
@@ -130,7 +134,7 @@ class AtomoPredictNextFrames(io.ComfyNode):
         patched = model.clone()
         patch_conv_in(patched, module)
         latent_format = patched.model.latent_format
-        progress = _Progress(patched, settings.steps * len(segments))
+        progress = _Progress(patched, (len(sigmas) - 1) * len(segments))
 
         def sample_segment(segment, context):
             if handover == "pixels" and segment.index > 0:
@@ -140,21 +144,20 @@ class AtomoPredictNextFrames(io.ComfyNode):
                 concat = pia_concat(given[-1:], segment.length, pia_motion, 0)
             else:
                 concat = atomovideo_concat(given, segment.length, list(range(segment.context)))
-            text = prompts[min(segment.index, len(prompts) - 1)] if prompts else positive
+            prompt = prompts[min(segment.index, len(prompts) - 1)] if prompts else None
             samples = torch.zeros(segment.length, *context.shape[1:])
             samples[: segment.context] = context
             mask = torch.ones(segment.length, 1, *context.shape[2:])
             mask[: segment.context] = 0.0
-            seg_latent = {"samples": samples, "noise_mask": mask}
-            return sample_video(patched, with_concat(text, concat), with_concat(negative, concat), seg_latent,
-                                seed + segment.index, settings, callback=progress.callback(segment), disable_pbar=True)
+            return sample_segment_with(segment_guider(guider, patched, concat, prompt), sampler, sigmas,
+                                       segment_noise(noise, segment.index, concat), samples, mask,
+                                       progress.callback(segment))
 
         def between(segment):
             comfy.model_management.throw_exception_if_processing_interrupted()
 
         out = extend_video(video, segments, sample_segment, anchor_strength, between_segments=between)
-        result = {"samples": out}
-        return io.NodeOutput(result)
+        return io.NodeOutput({"samples": out})
 
 
 class _Progress:

@@ -5,12 +5,14 @@ Shared by the Zero-SNR V Sampler and Predict Next Frames, so both sample the sam
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 
 import comfy.model_management
 import comfy.model_sampling
 import comfy.sample
+import comfy.sampler_helpers
 import comfy.samplers
 import comfy.utils
 import latent_preview
@@ -19,7 +21,7 @@ import torch
 from ..atomo_core.errors import ConditioningError
 from ..atomo_core.noise_init import frame_init
 from ..atomo_core.schedules import trailing_sigmas
-from .conditioning import concat_of, first_given_latent
+from .conditioning import CONCAT_KEY, concat_of, first_given_latent, with_concat
 from .guider import AtomoGuider
 from .host_adapter import get_attachment
 from .model_sampling import make_model_sampling
@@ -146,6 +148,16 @@ def sampling_model(model, settings: SamplingSettings):
     return model, schedule
 
 
+def video_guider(model, positive, negative, settings: SamplingSettings):
+    """``(guider, schedule)``: the image/text guider over ``model`` (its sampling resolved and logged, patched where
+    ``settings`` override it), conditions set; CFG rescale only under zero terminal SNR."""
+    model, schedule = sampling_model(model, settings)
+    rescale = settings.cfg_rescale if schedule.zero_terminal_snr else 0.0
+    guider = AtomoGuider(model, settings.cfg, settings.image_cfg, rescale, concat_of(positive) is not None)
+    guider.set_conds(positive, negative)
+    return guider, schedule
+
+
 def compute_sigmas(model_sampling, scheduler: str, steps: int, denoise: float) -> torch.Tensor:
     """Sampling sigmas ``[steps + 1]``; ``denoise < 1`` keeps the last ``steps`` of ``steps / denoise``."""
     if not 0.0 < denoise <= 1.0:
@@ -179,14 +191,11 @@ def sample_video(model, positive, negative, latent: dict, seed: int, settings: S
     if samples.ndim != 4:
         raise ConditioningError(f"Expected image latents [frames, 4, h, w], got shape {list(samples.shape)}.")
     _check_concat_matches(positive, samples)
-    model, schedule = sampling_model(model, settings)
-    zsnr = schedule.zero_terminal_snr
+    guider, _ = video_guider(model, positive, negative, settings)
+    model = guider.model_patcher
     model_sampling = model.get_model_object("model_sampling")
     sigmas = compute_sigmas(model_sampling, settings.scheduler, settings.steps, settings.denoise)
     noise = initial_noise(samples, seed, positive, model_sampling, settings)
-    has_image = concat_of(positive) is not None
-    guider = AtomoGuider(model, settings.cfg, settings.image_cfg, settings.cfg_rescale if zsnr else 0.0, has_image)
-    guider.set_conds(positive, negative)
     if callback is None:
         callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
     if disable_pbar is None:
@@ -221,3 +230,54 @@ def _paste_locked_frames(out: torch.Tensor, samples: torch.Tensor, mask: torch.T
         return out
     keep = (mask.to(out.device) == 0).expand_as(out)
     return torch.where(keep, samples.to(out), out)
+
+
+# ------------------------------------------------------------------ one segment of Predict Next Frames
+
+
+def _segment_cond(cond: dict, concat: torch.Tensor) -> dict:
+    """A converted condition with the segment's image channels; one that carried the "no image" condition (all
+    zeros) keeps it."""
+    old = cond.get(CONCAT_KEY)
+    return {**cond, CONCAT_KEY: torch.zeros_like(concat) if old is not None and not bool(old.any()) else concat}
+
+
+def segment_guider(guider, model, concat: torch.Tensor, prompt=None):
+    """A copy of ``guider`` on ``model`` whose conditions carry ``concat``; ``prompt`` (a CONDITIONING) replaces the
+    positive's text. Our guider sets its conditions anew (its "neither" branch is derived from the negative); any
+    other CFGGuider-like GUIDER gets the image channels on every condition but a "no image" one."""
+    if isinstance(guider, AtomoGuider):  # made anew: a guider built on prompts without an image gets the image now
+        out = AtomoGuider(model, *guider.requested, has_image=True)
+        out.set_conds(with_concat(prompt if prompt is not None else guider.positive, concat),
+                      with_concat(guider.negative, concat))
+        return out
+    out = copy.copy(guider)
+    out.model_patcher, out.model_options = model, model.model_options
+    conds = {}
+    for name, items in guider.original_conds.items():
+        if prompt is not None and name == "positive":
+            items = comfy.sampler_helpers.convert_cond(with_concat(prompt, concat))
+        conds[name] = [_segment_cond(c, concat) for c in items]
+    out.original_conds = conds
+    return out
+
+
+def segment_noise(noise, index: int, concat: torch.Tensor):
+    """The NOISE of segment ``index``: seed + index; a FrameInit noise takes the segment's first given frame."""
+    out = copy.copy(noise)
+    if hasattr(out, "seed"):
+        out.seed = int(noise.seed) + index
+    if hasattr(out, "positive"):
+        out.positive = [[None, {CONCAT_KEY: concat}]]
+    return out
+
+
+def sample_segment_with(guider, sampler, sigmas, noise, samples: torch.Tensor, mask: torch.Tensor, callback):
+    """What SamplerCustomAdvanced does, for one segment (given frames locked by ``mask``); returns its latents."""
+    samples = comfy.sample.fix_empty_latent_channels(guider.model_patcher, samples)
+    out = guider.sample(noise.generate_noise({"samples": samples}), samples, sampler, sigmas, denoise_mask=mask,
+                        callback=callback, disable_pbar=True, seed=noise.seed)
+    out = _paste_locked_frames(out.to(comfy.model_management.intermediate_device()), samples, mask)
+    if not torch.isfinite(out).all():
+        raise ConditioningError("Sampling a segment produced NaN values; see the Zero-SNR V Sampler's advice.")
+    return out

@@ -25,13 +25,7 @@ def pia(sd15, ours):
     return sd, ours("nodes.host_adapter").attach_motion_module(base, module)
 
 
-@pytest.fixture(autouse=True)
-def _free():
-    yield
-    import comfy.model_management
-
-    comfy.model_management.unload_all_models()
-    gc.collect()
+pytestmark = pytest.mark.usefixtures("free_models")  # unload every model after each test
 
 
 def inject(ours, model, vae, image, frames=FRAMES, size=64, **kwargs):
@@ -265,10 +259,13 @@ def test_inpainting_checkpoint_is_refused_for_image_injection(ours, vae):
                                      r"\(PIA\).*Load the regular SD-1.5 checkpoint"):
         inject(ours, pia, vae, torch.rand(1, 64, 64, 3), frames=4)
     node = ours("nodes.predict_next_frames").AtomoPredictNextFrames
+    import comfy.samplers
+    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
+
+    guider = comfy.samplers.CFGGuider(pia)
     with pytest.raises(errors, match="inpainting checkpoint"):
-        node.execute(pia, conditioning(1), conditioning(2), 0, 8, 16, 0, latent={"samples": torch.zeros(4, 4, 8, 8)},
-                     steps=1, cfg=1.0, image_cfg=1.0, cfg_rescale=0.0, sampler_name="euler", scheduler="simple",
-                     denoise=1.0)
+        node.execute(guider, comfy.samplers.sampler_object("euler"), torch.tensor([1.0, 0.0]), Noise_RandomNoise(0),
+                     0, 8, 16, latent={"samples": torch.zeros(4, 4, 8, 8)})
     assert host.get_attachment(host.attach_motion_module(base, meta_family_module(ours, "v2", "v2.ckpt")))
 
 

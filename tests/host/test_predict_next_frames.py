@@ -3,8 +3,6 @@ progress bar, Cancel between segments, and modules that cannot continue a video.
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 import torch
 from host_models import meta_family_module, random_atomovideo
@@ -19,21 +17,26 @@ def atomo_model(sd15, ours):
     return ours("nodes.host_adapter").attach_motion_module(base, random_atomovideo(ours, seed=3))
 
 
-@pytest.fixture(autouse=True)
-def _free():
-    yield
-    import comfy.model_management
-
-    comfy.model_management.unload_all_models()
-    gc.collect()
+pytestmark = pytest.mark.usefixtures("free_models")  # unload every model after each test
 
 
 def _predict(ours, model, latent, **kwargs):
+    """Predict Next Frames with its sampling set up from the core custom-sampling pieces: our Video Guider and
+    Trailing Sigmas, core's sampler object and RandomNoise."""
+    import comfy.samplers
+    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
+
     node = ours("nodes.predict_next_frames").AtomoPredictNextFrames
+    custom = ours("nodes.custom_sampling")
     args = dict(context_frames=2, new_frames=3, total_frames=10, seed=11, steps=1, cfg=5.0, image_cfg=1.0,
-                cfg_rescale=0.7, sampler_name="euler", scheduler="trailing", denoise=1.0)
+                cfg_rescale=0.7, sampler_name="euler")
     args.update(kwargs)
-    return node.execute(model, conditioning(1), conditioning(2), latent=latent, **args).result[0]["samples"]
+    guider = custom.AtomoVideoGuider.execute(model, conditioning(1), conditioning(2), args.pop("cfg"),
+                                             args.pop("image_cfg"), args.pop("cfg_rescale")).result[0]
+    sigmas = custom.AtomoTrailingSigmas.execute(model, args.pop("steps"), 1.0).result[0]
+    sampler = comfy.samplers.sampler_object(args.pop("sampler_name"))
+    noise = Noise_RandomNoise(args.pop("seed"))
+    return node.execute(guider, sampler, sigmas, noise, latent=latent, **args).result[0]["samples"]
 
 
 def _capture_concats(model):
@@ -69,6 +72,17 @@ def test_counts_exact_given_frames_and_segment_layout(atomo_model, ours):
         assert torch.allclose(chunk[:2, 1:], given, atol=1e-6)  # the last two frames of the video so far
         assert torch.count_nonzero(chunk[2:, 1:]) == 0
         assert torch.equal(call[length:], chunk)
+
+
+def test_image_guidance_of_the_guider_applies_to_every_segment(atomo_model, ours):
+    """A Video Guider built on the plain prompts (no image yet) still guides each segment with its image_cfg:
+    three passes (image and text, image only, neither) batched in every call."""
+    video = torch.randn(4, 4, LATENT, LATENT, generator=torch.Generator().manual_seed(3))
+    model, seen = _capture_concats(atomo_model)
+    _predict(ours, model, {"samples": video}, total_frames=7, image_cfg=2.5)
+    assert [c.shape[0] for c in seen] == [15]  # one segment of 5 frames x 3 passes
+    masks = seen[0][:, 0].reshape(3, 5, -1).amax(dim=2)
+    assert sorted(masks[:, :2].tolist()) == [[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]]  # one pass without the image
 
 
 def test_seed_determinism(atomo_model, ours):
