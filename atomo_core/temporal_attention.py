@@ -198,7 +198,7 @@ class TemporalAttentionLayer(TemporalLayer):
         if self.max_frames is not None and num_frames > self.max_frames:
             raise FrameLimitError(
                 f"The temporal attention was trained on at most {self.max_frames} frames but got "
-                f"{num_frames}. Use {self.max_frames} frames or fewer per clip, or extend the clip with "
-                "Predict Next Frames."
+                f"{num_frames}. Use {self.max_frames} frames or fewer per clip, or make longer videos with "
+                "Context Windows (video frames) before the sampler, or Predict Next Frames."
             )
         return self.temporal_transformer(x, num_frames, attention)

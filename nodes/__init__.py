@@ -7,6 +7,7 @@ def node_list() -> list:
     from .folders import register_model_folders
 
     register_model_folders()
+    from .context_windows import AtomoContextWindows
     from .custom_sampling import AtomoFrameInitNoise, AtomoTrailingSigmas, AtomoVideoGuider
     from .image_inject_conditioning import AtomoImageInjectConditioning
     from .load_motion_module import AtomoLoadMotionModule
@@ -16,4 +17,5 @@ def node_list() -> list:
     from .zero_snr_sampler import AtomoZeroSNRVSampler
 
     return [AtomoLoadMotionModule, AtomoLoadMotionLoRA, AtomoImageInjectConditioning, AtomoZeroSNRVSampler,
-            AtomoPredictNextFrames, AtomoVideoMetrics, AtomoVideoGuider, AtomoTrailingSigmas, AtomoFrameInitNoise]
+            AtomoPredictNextFrames, AtomoVideoMetrics, AtomoVideoGuider, AtomoTrailingSigmas, AtomoFrameInitNoise,
+            AtomoContextWindows]

@@ -12,9 +12,10 @@ def schemas(pack):
     return {cls.GET_SCHEMA().node_id: cls.GET_SCHEMA() for cls in pack.nodes.node_list()}
 
 
-def test_the_four_nodes_are_registered(schemas):
-    assert set(schemas) >= {"AtomoLoadMotionModule", "AtomoImageInjectConditioning", "AtomoZeroSNRVSampler",
-                            "AtomoPredictNextFrames"}
+def test_every_node_is_registered(schemas):
+    assert set(schemas) == {"AtomoLoadMotionModule", "AtomoLoadMotionLoRA", "AtomoImageInjectConditioning",
+                            "AtomoZeroSNRVSampler", "AtomoPredictNextFrames", "AtomoVideoMetrics", "AtomoVideoGuider",
+                            "AtomoTrailingSigmas", "AtomoFrameInitNoise", "AtomoContextWindows"}
 
 
 def test_every_input_and_output_has_a_tooltip(schemas):

@@ -1,0 +1,148 @@
+"""Long text-to-video with context windows: our Context Windows (video frames) node over core's handler.
+
+Core's own Context Windows (Manual) node fails on the frame batch of SD-1.5 video (shown here, so that the README's
+reason stays true for the ComfyUI we test with). Ours: 64 frames, windows of 16 overlapping by 4 (``standard_static``: 0-15, 12-27, 24-39, 36-51, 48-63), one step of
+ComfyUI's real sampling path. Each UNet call must see one window (16 frames per cond/uncond chunk, below the
+module's frame limit, which the whole batch exceeds), and the frames that only one window covers must be exactly
+what a run of that window alone gives (the fused result of a frame is the weighted mean of the windows covering
+it; with one window, that window's output). For AnimateDiff v1 that also shows the ResNet GroupNorm statistics
+span the window, not the 64-frame batch (over the batch, frames 0-11 would see the statistics of all 64).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from host_models import install_model_file
+from sampling import conditioning, one_step, relative_error
+from tolerances import UNET_SAME_OPS
+from weights import animatediff_state_dict
+
+FRAMES, WINDOW, OVERLAP = 64, 16, 4
+
+
+pytestmark = pytest.mark.usefixtures("free_models")  # unload every model after each test
+
+
+@pytest.fixture(scope="module")
+def windows(ours):
+    node = ours("nodes.context_windows").AtomoContextWindows
+
+    def apply(model, schedule="standard_static", length=WINDOW, overlap=OVERLAP):
+        return node.execute(model, length, overlap, schedule, 1, False, "pyramid").result[0]
+
+    return apply
+
+
+def _with_module(sd15, ours, tmp_path, family="v3"):
+    _, base = sd15
+    install_model_file("motion_modules", tmp_path / "motion_modules", f"{family}.safetensors",
+                       animatediff_state_dict(family, seed=11))
+    return ours("nodes.load_motion_module").AtomoLoadMotionModule.execute(base, f"{family}.safetensors").result[0]
+
+
+def test_core_context_windows_fail_on_the_frame_batch(sd15, ours, tmp_path):
+    """Why we have a node: core's handler looks the step up with the whole per-frame timestep vector."""
+    from comfy_extras.nodes_context_windows import ContextWindowsManualNode
+
+    model = _with_module(sd15, ours, tmp_path)
+    core = ContextWindowsManualNode.execute(model, WINDOW, OVERLAP, "standard_static", 1, False, "pyramid", 0)
+    noise = torch.randn(FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    sigma = model.get_model_object("model_sampling").sigmas[600]
+    with pytest.raises(RuntimeError, match="must match the size of tensor b"):
+        one_step(core.result[0], noise, sigma, conditioning(1), conditioning(2))
+
+
+@pytest.mark.parametrize("family", ["v3", "v2", "v1"])
+def test_windows_see_their_own_frames(sd15, ours, tmp_path, windows, family):
+    model = _with_module(sd15, ours, tmp_path, family)
+    limit = ours("nodes.host_adapter").get_attachment(model).module.max_frames
+    assert limit < FRAMES
+    sigma = model.get_model_object("model_sampling").sigmas[600]
+    noise = torch.randn(FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    positive, negative = conditioning(1), conditioning(2)
+
+    with pytest.raises(ours("atomo_core.errors").FrameLimitError, match=f"at most {limit} frames"):
+        one_step(model, noise, sigma, positive, negative)  # without windows, 64 frames are refused
+
+    out, calls = one_step(windows(model), noise, sigma, positive, negative)
+    assert len(calls) == 5 and all(c["input"].shape[0] == 2 * WINDOW for c in calls)  # 5 windows x (cond, uncond)
+    alone, _ = one_step(model, noise[:WINDOW], sigma, positive, negative)
+    only_first = WINDOW - OVERLAP  # frames 0..11 lie in window 0 only
+    error = relative_error(out[:only_first], alone[:only_first])
+    print(f"{family}: frames 0-11 of the 64-frame run vs window 0 alone: {error:.2e}")
+    assert error < UNET_SAME_OPS
+    last, _ = one_step(model, noise[-WINDOW:], sigma, positive, negative)
+    assert relative_error(out[-only_first:], last[-only_first:]) < UNET_SAME_OPS
+    # the overlap mixes two windows: it is not either window's output
+    assert relative_error(out[only_first:WINDOW], alone[only_first:]) > 1e-3
+    # and a 16-frame window is not the same as 16 frames of a 64-frame clip: the figure sees the temporal layers
+    shifted, _ = one_step(model, noise[1 : WINDOW + 1], sigma, positive, negative)
+    assert relative_error(out[1:only_first], shifted[: only_first - 1]) > 1e-2
+
+
+def test_ksampler_makes_64_frames_with_windows(sd15, ours, tmp_path, windows):
+    """Two KSampler steps with the uniform schedule, whose windows move from step to step (the step lookup)."""
+    import nodes
+
+    model = windows(_with_module(sd15, ours, tmp_path), "standard_uniform")
+    handler = model.model_options["context_handler"]
+    steps_seen = []
+    original = handler.get_context_windows
+
+    def record(*args, **kwargs):
+        found = original(*args, **kwargs)
+        steps_seen.append((handler._step, found[0].index_list[0]))
+        return found
+
+    handler.get_context_windows = record
+    latent = {"samples": torch.zeros(FRAMES, 4, 8, 8)}
+    out = nodes.KSampler().sample(model, 1, 2, 7.0, "euler", "simple", conditioning(1), conditioning(2),
+                                  latent)[0]["samples"]
+    assert out.shape == (FRAMES, 4, 8, 8) and torch.isfinite(out).all()
+    # step 0 starts its windows at frame 0, step 1 half way round (ordered halving: pad 32, first window 32-47)
+    assert steps_seen == [(0, 0), (1, 32)]
+
+
+class RecordingControl:
+    """A ControlNet stand-in (ComfyUI's ControlBase) that records which hint frames each call got."""
+
+    @staticmethod
+    def make(frames):
+        from comfy.controlnet import ControlBase
+
+        class Control(ControlBase):
+            def __init__(self):
+                super().__init__()
+                self.seen = []
+
+            def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
+                self.seen.append(self.cond_hint_original[:, 0, 0, 0].round().long().tolist())
+                return None
+
+        control = Control()
+        hint = torch.arange(frames, dtype=torch.float32).view(frames, 1, 1, 1).expand(frames, 3, 64, 64)
+        control.set_cond_hint(hint.clone())
+        return control, hint
+
+
+def test_controlnet_hints_follow_the_window(sd15, ours, tmp_path, windows):
+    """Core cuts a 64-frame hint batch to its first 16 frames in every window; ours gives each window its own."""
+    model = windows(_with_module(sd15, ours, tmp_path))
+    control, hint = RecordingControl.make(FRAMES)
+    positive = [[conditioning(1)[0][0], {"control": control}]]
+    noise = torch.randn(FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    one_step(model, noise, model.get_model_object("model_sampling").sigmas[600], positive, conditioning(2))
+    step = WINDOW - OVERLAP
+    expected = [list(range(start, start + WINDOW)) for start in range(0, FRAMES - WINDOW + 1, step)]
+    assert control.seen == expected
+    assert torch.equal(control.cond_hint_original, hint) and control.cond_hint is None  # restored for the next step
+
+
+def test_node_refuses_windows_the_module_cannot_take(sd15, ours, tmp_path, windows):
+    AtomoError = ours("atomo_core.errors").AtomoError
+    model = _with_module(sd15, ours, tmp_path, "v1")
+    with pytest.raises(AtomoError, match="at most 24 frames"):
+        windows(model, length=32)
+    with pytest.raises(AtomoError, match="must be smaller than context_length"):
+        windows(model, overlap=16)
