@@ -77,9 +77,10 @@ def overlaps(nodes: list[dict], gap: float = 0) -> list[tuple[int, int, float, f
 
 
 def test_there_is_a_template_for_each_use():
-    assert len(UI) == 4
+    assert len(UI) == 6
     api = {_load(path)["extra"]["info"]["api_workflow"] for path in UI}
-    assert api == {f"api/{name}.json" for name in ("pia_image_to_video", "atomovideo_image_to_video",
+    assert api == {f"api/{name}.json" for name in ("animatediff_text_to_video", "animatediff_long_text_to_video",
+                                                   "pia_image_to_video", "atomovideo_image_to_video",
                                                    "atomovideo_refine", "atomovideo_long_video")}
     assert {f"api/{p.name}" for p in (WORKFLOWS / "api").glob("*.json")} == api
 

@@ -41,8 +41,10 @@ CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
 CLIP_VISION = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"
 IPADAPTER = "ip-adapter_sd15.safetensors"
 PIA = "pia.ckpt"
+V3 = "v3_sd15_mm.ckpt"
 ATOMO = "atomovideo_sd15.safetensors"
 POSITIVE = "a photo, gentle natural motion, high quality, detailed"
+T2V_PROMPT = "a red fox walking through fresh snow in a pine forest, morning light, high quality, detailed"
 NEGATIVE = "blurry, low quality, distorted, watermark, static"
 
 # The front end's node sizes (LiteGraph's computeSize in ComfyUI front end 1.27, measured in the browser).
@@ -243,9 +245,12 @@ def _front(g: Graph, motion_module: str, prompt: str = POSITIVE):
 
 
 def _save(g: Graph, vae, latent, prefix: str, fps: float = 8.0):
+    """VAE Decode -> core Create Video -> Save Video (mp4, H.264): a file every player, editor and site takes, with
+    the frame rate in the file, and ComfyUI shows it on the node."""
     decoded = g.add("VAEDecode", samples=latent, vae=vae)
-    g.add("SaveAnimatedWEBP", column=decoded, images=decoded[0], filename_prefix=f"AtomoVideo/{prefix}", fps=fps, lossless=False,
-          quality=90, method="default")
+    video = g.add("CreateVideo", column=decoded, images=decoded[0], fps=fps)
+    g.add("SaveVideo", column=decoded, video=video[0], filename_prefix=f"AtomoVideo/{prefix}", format="mp4",
+          codec="h264")
     return decoded
 
 
@@ -326,15 +331,69 @@ def atomovideo_long_video() -> Graph:
               f"automatic: 8 for AtomoVideo; 16 new per segment), handing over in latent space.\n\n{ATOMO_FILES}"
               f"\n\n{USE}")
     ckpt, motion, positive, negative, image, clip_vision, inject, first = _atomovideo_clip(g, 24, 512)
-    longer = g.add("AtomoPredictNextFrames", model=inject[0], positive=positive[0], negative=negative[0],
-                   context_frames=0, new_frames=16, total_frames=64, seed=42, steps=25, cfg=7.5, image_cfg=2.5,
-                   cfg_rescale=0.7, sampler_name="ddim", scheduler="trailing", denoise=1.0, latent=first[0],
-                   vae=ckpt[2], handover="latent", anchor_strength=0.2)
+    # the continuation's sampling, from the core custom-sampling pieces: the first clip's settings
+    guider = g.add("AtomoVideoGuider", model=inject[0], positive=positive[0], negative=negative[0], cfg=7.5,
+                   image_cfg=2.5, cfg_rescale=0.7)
+    sampler = g.add("KSamplerSelect", column=guider, sampler_name="ddim")
+    sigmas = g.add("AtomoTrailingSigmas", column=guider, model=inject[0], steps=25, denoise=1.0)
+    noise = g.add("RandomNoise", column=guider, noise_seed=42)
+    longer = g.add("AtomoPredictNextFrames", guider=guider[0], sampler=sampler[0], sigmas=sigmas[0], noise=noise[0],
+                   context_frames=0, new_frames=16, total_frames=64, latent=first[0], vae=ckpt[2],
+                   handover="latent", anchor_strength=0.2)
     _save(g, ckpt[2], longer[0], "atomovideo_long")
     return g
 
 
-GRAPHS = (pia_image_to_video, atomovideo_image_to_video, atomovideo_refine, atomovideo_long_video)
+V3_FILES = (f"Files, under `ComfyUI/models/`: `checkpoints/{CHECKPOINT}` (or any SD-1.5 checkpoint) and "
+            f"`motion_modules/{V3}` (AnimateDiff v3's motion module).")
+T2V_USE = "Write the prompt and press Run; the clip goes to `output/AtomoVideo/` as mp4."
+
+
+def _text_to_video(g: Graph, frames: int):
+    ckpt = g.add("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    motion = g.add("AtomoLoadMotionModule", model=ckpt[0], motion_module_name=V3)
+    positive = g.add("CLIPTextEncode", title="Positive", text=T2V_PROMPT, clip=ckpt[1])
+    negative = g.add("CLIPTextEncode", title="Negative", text=NEGATIVE, clip=ckpt[1])
+    latent = g.add("EmptyLatentImage", width=512, height=512, batch_size=frames)
+    return ckpt, motion, positive, negative, latent
+
+
+def _ksampler(g: Graph, model, positive, negative, latent):
+    # AnimateDiff's own sampling: its schedule (set by Load Motion Module), 25 DDIM-like steps, cfg 7.5
+    return g.add("KSampler", model=model, seed=42, steps=25, cfg=7.5, sampler_name="euler_ancestral",
+                 scheduler="simple", positive=positive, negative=negative, latent_image=latent, denoise=1.0)
+
+
+def animatediff_text_to_video() -> Graph:
+    g = Graph("animatediff_text_to_video", "AnimateDiff - text to video (16 frames)",
+              "Text to video with AnimateDiff v3 and core KSampler: 16 frames at 512x512, saved as mp4.",
+              "**Text to video: AnimateDiff v3 makes the 16 frames of one latent batch a clip**, sampled by core "
+              f"KSampler and saved as mp4.\n\n{V3_FILES}\n\n{T2V_USE}")
+    ckpt, motion, positive, negative, latent = _text_to_video(g, 16)
+    sampler = _ksampler(g, motion[0], positive[0], negative[0], latent[0])
+    _save(g, ckpt[2], sampler[0], "text_to_video")
+    return g
+
+
+def animatediff_long_text_to_video() -> Graph:
+    g = Graph("animatediff_long_text_to_video", "AnimateDiff - long text to video (64 frames)",
+              "64 frames of text to video with AnimateDiff v3 through Context Windows (video frames): windows of 16 "
+              "frames, overlapping by 4, fused into one clip at every step.",
+              "**64 frames of text to video**: *Context Windows (video frames)* runs the module on overlapping "
+              "windows of 16 frames (the length it was trained on) and fuses them at every step, so the clip can be "
+              "longer than the module's window; the uniform schedule moves the windows from step to step, so no "
+              "seam stays in one place. For image to video, use Predict Next Frames instead (see the README)."
+              f"\n\n{V3_FILES}\n\n{T2V_USE}")
+    ckpt, motion, positive, negative, latent = _text_to_video(g, 64)
+    windows = g.add("AtomoContextWindows", model=motion[0], context_length=16, context_overlap=4,
+                    context_schedule="standard_uniform", context_stride=1, closed_loop=False, fuse_method="pyramid")
+    sampler = _ksampler(g, windows[0], positive[0], negative[0], latent[0])
+    _save(g, ckpt[2], sampler[0], "long_text_to_video")
+    return g
+
+
+GRAPHS = (animatediff_text_to_video, animatediff_long_text_to_video, pia_image_to_video, atomovideo_image_to_video,
+          atomovideo_refine, atomovideo_long_video)
 
 
 def write_all(nodes_module, out_dir: pathlib.Path = REPO / "workflows") -> list[pathlib.Path]:

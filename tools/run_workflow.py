@@ -17,13 +17,14 @@ the CLIPTextEncode nodes titled "Positive"/"Negative" (else those wired to a sam
 ``--image`` every LoadImage (the file is copied into ComfyUI's input folder), ``--set 12.steps=20`` anything.
 
 The frames are the IMAGE batch reaching the output node(s) (SaveImage, PreviewImage, SaveAnimatedWEBP,
-SaveAnimatedPNG), or the first IMAGE output of ``--output-node``, read from the executor's output cache.
+SaveAnimatedPNG, or Save Video / Save WEBM fed by core Create Video: its images), or the first IMAGE output of
+``--output-node``, read from the executor's output cache. ``files`` lists what the output nodes wrote.
 Ctrl-C cancels at the next progress step (a second Ctrl-C aborts at once). Exit status: 0 done, 1 ComfyUI
 could not start or the workflow failed (the message names the node, its class and ComfyUI's error), 2 bad
 usage or an unreadable file, 130 cancelled. Give ComfyUI's options after the workflow, or as ``--opt=value``.
 
 In Python: ``run_workflow(prompt, comfyui_path=None, overrides=None, models_dirs=(), output_node=None,
-progress=None)`` returns ``dict(frames=Tensor[F,H,W,3], images={node_id: Tensor}, outputs=ui_outputs,
+progress=None)`` returns ``dict(frames=Tensor[F,H,W,3], images={node_id: Tensor}, files=[paths written], outputs=ui_outputs,
 status=..., prompt=the prompt as run)`` and raises ``WorkflowError`` (``WorkflowInterrupted`` on Cancel; any
 invalid node is an error, where ComfyUI's server would still run the valid outputs). ComfyUI is booted once
 per process (``boot()``, which adopts a ComfyUI already imported); the executor and its cache are kept between
@@ -251,16 +252,30 @@ def run_workflow(
         raise WorkflowError("the workflow produced no IMAGE batch at an output node; name one with --output-node")
     status = {"success": True, "prompt_id": prompt_id, "messages": executor.status_messages}
     first = sorted(images, key=lambda k: (len(k), k))[0]
+    outputs = executor.history_result.get("outputs", {})
     return {
         "frames": images[first],
+        "files": saved_files(outputs, folder_paths.get_output_directory()),
         "images": images,
-        "outputs": executor.history_result.get("outputs", {}),
+        "outputs": outputs,
         "status": status,
         "prompt": prompt,
     }
 
 
 # ----------------------------------------------------------------------------------------------- writing
+def saved_files(outputs: dict, output_dir: str) -> list[pathlib.Path]:
+    """The files the output nodes wrote into ``output_dir``, from their UI results (``filename``, ``subfolder``,
+    ``type: output``), in node order."""
+    files = []
+    for node_id in sorted(outputs, key=lambda k: (len(k), k)):
+        for entries in outputs[node_id].values():
+            for entry in entries if isinstance(entries, list) else []:
+                if isinstance(entry, dict) and entry.get("type") == "output" and entry.get("filename"):
+                    files.append(pathlib.Path(output_dir) / entry.get("subfolder", "") / entry["filename"])
+    return files
+
+
 def _uint8(frames):
     """``[F,H,W,C]`` floats in 0..1 (a tensor or an array) as a uint8 numpy array ``[F,H,W,3]``."""
     import numpy as np

@@ -22,6 +22,7 @@ import pathlib
 import shutil
 
 OUTPUT_CLASSES = ("SaveImage", "PreviewImage", "SaveAnimatedWEBP", "SaveAnimatedPNG")
+VIDEO_OUTPUT_CLASSES = ("SaveVideo", "SaveWEBM")
 
 
 class WorkflowError(RuntimeError):
@@ -183,8 +184,16 @@ def image_sources(prompt: dict, output_node=None) -> dict[str, tuple[str, int]]:
             raise WorkflowError(f"--output-node {output_node}: not a node of the workflow")
         link = prompt[output_node].get("inputs", {}).get("images")
         return {output_node: (str(link[0]), link[1]) if is_link(link) else (output_node, 0)}
-    return {
+    found = {
         i: (str(n["inputs"]["images"][0]), n["inputs"]["images"][1])
         for i, n in prompt.items()
         if n.get("class_type") in OUTPUT_CLASSES and is_link(n.get("inputs", {}).get("images"))
     }
+    for i, n in prompt.items():  # Save Video <- Create Video <- IMAGE: the frames are Create Video's images
+        video = n.get("inputs", {}).get("video")
+        if n.get("class_type") in VIDEO_OUTPUT_CLASSES and is_link(video):
+            source = prompt.get(str(video[0]), {})
+            images = source.get("inputs", {}).get("images")
+            if source.get("class_type") == "CreateVideo" and is_link(images):
+                found[i] = (str(images[0]), images[1])
+    return found

@@ -102,6 +102,28 @@ def test_seed_override_is_deterministic_and_seeds_differ(runs):
     assert (first - other).abs().mean() > 1e-3
 
 
+def test_save_video_workflow_gives_its_frames_and_mp4(rw, models_dir):
+    """Create Video -> Save Video (the shipped workflows' output): the frames are Create Video's images and the
+    written mp4 decodes to them."""
+    import av
+
+    prompt = workflow()
+    prompt["7"] = {"class_type": "CreateVideo", "inputs": {"images": ["6", 0], "fps": 8.0}}
+    prompt["8"] = {"class_type": "SaveVideo", "inputs": {"video": ["7", 0], "filename_prefix": "runner_test/video",
+                                                         "format": "mp4", "codec": "h264"}}
+    result = rw.run_workflow(prompt, overrides={"seed": 3, "frames": 5}, models_dirs=[models_dir])
+    frames = result["frames"]
+    assert frames.shape == (5, 64, 64, 3) and list(result["images"]) == ["8"]
+    (video,) = result["files"]
+    assert video.suffix == ".mp4" and video.is_file()
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and float(stream.average_rate) == 8.0
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    assert len(decoded) == 5 and decoded[0].shape == (64, 64, 3)
+    assert abs(decoded[2].astype(float) / 255 - frames[2].numpy()).mean() < 0.1
+
+
 def test_cancel_from_progress_callback(rw, models_dir, runs):
     steps = []
 

@@ -27,7 +27,8 @@ def _spec(cls, name):
 
 def test_there_are_workflows_for_each_use():
     names = {p.stem for p in API}
-    assert {"pia_image_to_video", "atomovideo_image_to_video", "atomovideo_refine", "atomovideo_long_video"} <= names
+    assert {"animatediff_text_to_video", "animatediff_long_text_to_video", "pia_image_to_video",
+            "atomovideo_image_to_video", "atomovideo_refine", "atomovideo_long_video"} <= names
     twins = {json.loads(p.read_text())["extra"]["info"]["api_workflow"] for p in UI}  # UI files are named by title
     assert twins == {f"api/{name}.json" for name in names} and len(UI) == len(API)
 
@@ -84,6 +85,7 @@ def models_dir(pack, ours, tmp_path_factory):
     (root / "motion_modules").mkdir()
     torch.save({"state_dict": animatediff_state_dict("pia", seed=1, dtype=torch.float16)},
                root / "motion_modules" / "pia.ckpt")
+    torch.save(animatediff_state_dict("v3", seed=4, dtype=torch.float16), root / "motion_modules" / "v3_sd15_mm.ckpt")
     fmt = ours("atomo_core.atomovideo_format")
     atomo = random_atomovideo(ours, seed=2)
     fmt.save_atomovideo(atomo, str(root / "motion_modules" / "atomovideo_sd15.safetensors"), dtype=torch.float16)
@@ -101,6 +103,9 @@ def models_dir(pack, ours, tmp_path_factory):
 
 # name -> (node inputs to set by class, frames expected)
 TINY = {
+    "animatediff_text_to_video": ({"EmptyLatentImage": dict(width=64, height=64, batch_size=8)}, 8),
+    "animatediff_long_text_to_video": ({"EmptyLatentImage": dict(width=64, height=64, batch_size=24),
+                                        "AtomoContextWindows": dict(context_length=8, context_overlap=2)}, 24),
     "pia_image_to_video": ({"AtomoImageInjectConditioning": dict(width=64, height=64, frames=8)}, 8),
     "atomovideo_image_to_video": ({"AtomoImageInjectConditioning": dict(width=64, height=64, frames=8)}, 8),
     "atomovideo_refine": ({"AtomoImageInjectConditioning": dict(width=64, height=64, frames=6)}, 6),
@@ -121,11 +126,23 @@ def test_api_workflow_runs_headless(pack, models_dir, path):
             node["inputs"]["steps"] = 2
         if node["class_type"] == "AtomoImageInjectConditioning" and "refine" in node["_meta"]["title"]:
             node["inputs"].update(width=128, height=128)  # the x2 upscale of the 64x64 first pass
-    result = run_workflow.run_workflow(prompt, models_dirs=[str(models_dir)],
-                                       overrides={"image": str(REPO / "tests" / "data" / "bird.png"), "seed": 7})
+    overrides = {"seed": 7}
+    if any(node["class_type"] == "LoadImage" for node in prompt.values()):  # image to video
+        overrides["image"] = str(REPO / "tests" / "data" / "bird.png")
+    result = run_workflow.run_workflow(prompt, models_dirs=[str(models_dir)], overrides=overrides)
     out = result["frames"]
     size = 128 if "refine" in path.stem else 64
     assert out.shape == (frames, size, size, 3)
     assert torch.isfinite(out).all()
+    # the file Save Video wrote: an H.264 mp4 with every frame, at the size made
+    (video,) = [f for f in result["files"] if f.suffix == ".mp4"]
+    import av
+
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    assert len(decoded) == frames and decoded[0].shape == (size, size, 3)
+    assert abs(decoded[0].astype(float) / 255 - out[0].numpy()).mean() < 0.08  # the same picture, H.264-compressed
     run_workflow.release()
     gc.collect()

@@ -1,0 +1,35 @@
+"""The headless runner's reading of a workflow's outputs (no ComfyUI needed): which IMAGE batch is the video when
+the output node is Save Video fed by Create Video, and which files the output nodes wrote."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tools"))
+import run_workflow  # noqa: E402
+import workflow_api  # noqa: E402
+
+
+def test_save_video_frames_are_create_videos_images():
+    prompt = {
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "7": {"class_type": "CreateVideo", "inputs": {"images": ["6", 0], "fps": 8.0}},
+        "8": {"class_type": "SaveVideo", "inputs": {"video": ["7", 0], "filename_prefix": "x", "format": "mp4",
+                                                    "codec": "h264"}},
+        "9": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["6", 0], "filename_prefix": "y"}},
+    }
+    assert workflow_api.image_sources(prompt) == {"8": ("6", 0), "9": ("6", 0)}
+    prompt["7"]["class_type"] = "LoadVideo"  # a video that is not made from an IMAGE batch: nothing to read
+    assert workflow_api.image_sources(prompt) == {"9": ("6", 0)}
+
+
+def test_saved_files_come_from_the_output_nodes_ui_results(tmp_path):
+    outputs = {
+        "12": {"images": [{"filename": "b_00001_.png", "subfolder": "", "type": "output"}]},
+        "8": {"images": [{"filename": "clip_00001_.mp4", "subfolder": "AtomoVideo", "type": "output"}],
+              "animated": [True]},
+        "3": {"images": [{"filename": "preview.png", "subfolder": "", "type": "temp"}]},
+    }
+    assert run_workflow.saved_files(outputs, str(tmp_path)) == [tmp_path / "AtomoVideo" / "clip_00001_.mp4",
+                                                                tmp_path / "b_00001_.png"]
