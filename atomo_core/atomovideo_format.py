@@ -20,6 +20,9 @@ The ``__metadata__`` header (all values are strings):
 ``parts``                   comma list of ``temporal_attention``, ``temporal_conv``, ``conv_in``, ``image_proj``
 ``resnet_norm``             ``per_frame`` (default) or ``across_frames``
 ``heads``                   temporal attention heads (default ``8``)
+``image_layout``            with ``conv_in``: ``given_only`` (default: frames that are not given carry zeros
+                            in the image channels) or ``every_frame`` (they carry the nearest given frame's
+                            latent, mask 0); see ``conditioning.atomovideo_concat``
 ==========================  =========================================================================
 """
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 import torch
 
 from .checkpoint_io import write_safetensors
+from .conditioning import IMAGE_LAYOUTS
 from .errors import MotionModuleFormatError
 from .layout import SD15_WIDTHS
 from .motion_module import MotionModule, MotionModuleConfig
@@ -95,6 +99,11 @@ def config_from_metadata(metadata: dict[str, str], state_dict: dict[str, torch.T
     resnet_norm = metadata.get("resnet_norm", "per_frame")
     if resnet_norm not in ("per_frame", "across_frames"):
         raise MotionModuleFormatError(f"'{name}': resnet_norm must be per_frame or across_frames, got {resnet_norm!r}.")
+    image_layout = metadata.get("image_layout", "given_only")
+    if image_layout not in IMAGE_LAYOUTS:
+        raise MotionModuleFormatError(
+            f"'{name}': image_layout must be one of {', '.join(IMAGE_LAYOUTS)}, got {image_layout!r}. A newer trainer "
+            "may have written it: update ComfyUI-AtomoVideo.")
     try:
         return MotionModuleConfig(
             family="atomovideo",
@@ -109,6 +118,7 @@ def config_from_metadata(metadata: dict[str, str], state_dict: dict[str, torch.T
             prediction_type=metadata.get("prediction_type", "v_prediction"),
             zero_terminal_snr=_flag(metadata, "zero_terminal_snr", name, True),
             image_conditioning="atomovideo" if "conv_in" in parts else None,
+            image_layout=image_layout,
             widths=widths_of(metadata, name),
         )
     except ValueError as exc:
@@ -133,6 +143,7 @@ def metadata_for(module: MotionModule) -> dict[str, str]:
         "parts": ",".join(parts),
         "resnet_norm": "across_frames" if config.resnet_norm_across_frames else "per_frame",
         "heads": str(config.heads),
+        **({"image_layout": config.image_layout} if module.conv_in_weight is not None else {}),
         **({} if tuple(config.widths) == SD15_WIDTHS else {"widths": ",".join(map(str, config.widths))}),
     }
 
@@ -178,6 +189,7 @@ def new_atomovideo_module(
     init_from: MotionModule | None = None,
     name: str = "new AtomoVideo module",
     widths: tuple[int, ...] = SD15_WIDTHS,
+    image_layout: str = "given_only",
 ) -> MotionModule:
     """A freshly initialised AtomoVideo module: it leaves the image model's output unchanged.
 
@@ -197,6 +209,7 @@ def new_atomovideo_module(
         prediction_type=prediction_type,
         zero_terminal_snr=zero_terminal_snr,
         image_conditioning="atomovideo" if conv_in else None,
+        image_layout=image_layout,
         widths=tuple(widths),
     )
     module = MotionModule(config, name)

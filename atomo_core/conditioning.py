@@ -5,7 +5,9 @@ ComfyUI appends ``c_concat`` after the noisy latent, so the tensors built here a
 ``[frames, 5, h, w]`` with channel 0 the mask and channels 1..4 the (scaled) image latent.
 
 - AtomoVideo: the given frames (the input image, or the last frames of a previous clip for frame
-  prediction) carry their latent and mask 1; every other frame carries zeros and mask 0.
+  prediction) carry their latent and mask 1. The other frames carry mask 0 and, by the module's
+  ``image_layout``, zeros (``"given_only"``, the layout of the first AtomoVideo files) or the latent of the
+  nearest given frame (``"every_frame"``, as PIA and SVD repeat the image: every frame's input sees the image).
 - PIA: the one image latent is repeated in every frame; the mask is a per-frame scalar "affinity" that
   falls with the distance from the condition frame, from PIA's preset tables (``PIA_PRESETS``).
 """
@@ -42,13 +44,21 @@ def _check_latents(latents: torch.Tensor, what: str) -> None:
         )
 
 
-def atomovideo_concat(image_latents: torch.Tensor, frames: int, given_frames: list[int]) -> torch.Tensor:
-    """AtomoVideo's ``c_concat [frames, 5, h, w]``: mask 1 and the latent at given frames, zeros elsewhere.
+IMAGE_LAYOUTS = ("given_only", "every_frame")
+
+
+def atomovideo_concat(image_latents: torch.Tensor, frames: int, given_frames: list[int],
+                      layout: str = "given_only") -> torch.Tensor:
+    """AtomoVideo's ``c_concat [frames, 5, h, w]``: mask 1 and the latent at given frames; elsewhere mask 0 and
+    zeros (``layout="given_only"``) or the latent of the nearest given frame (``"every_frame"``; the earlier one
+    on a tie).
 
     ``image_latents [L, 4, h, w]`` holds one latent per entry of ``given_frames`` (frame indices in
     ``0..frames-1``, unique, any order): ``image_latents[k]`` goes to frame ``given_frames[k]``. For
     image-to-video ``given_frames = [0]``; for frame prediction with 8 given frames, ``[0, ..., 7]``.
     """
+    if layout not in IMAGE_LAYOUTS:
+        raise ConditioningError(f"unknown AtomoVideo image layout {layout!r}; known: {', '.join(IMAGE_LAYOUTS)}.")
     _check_latents(image_latents, "image_latents")
     if frames < 1:
         raise ConditioningError(f"frames must be at least 1, got {frames}.")
@@ -76,6 +86,10 @@ def atomovideo_concat(image_latents: torch.Tensor, frames: int, given_frames: li
     _, channels, height, width = image_latents.shape
     out = image_latents.new_zeros(frames, 1 + channels, height, width)
     index = torch.tensor(given, dtype=torch.long, device=image_latents.device)
+    if layout == "every_frame":
+        order = sorted(range(len(given)), key=lambda k: given[k])
+        nearest = [min(order, key=lambda k: (abs(given[k] - f), given[k])) for f in range(frames)]
+        out[:, 1:] = image_latents[torch.tensor(nearest, dtype=torch.long, device=image_latents.device)]
     out[index, 0] = 1.0
     out[index, 1:] = image_latents
     return out

@@ -33,6 +33,8 @@ class MotionModuleConfig:
     all frames of a video together (AnimateDiff v1, PIA) instead of per frame.
     ``image_conditioning``: ``None``, ``"pia"`` (latent in every frame + affinity mask) or ``"atomovideo"``
     (latent and mask 1 on given frames only); such modules carry a 9-channel ``conv_in``.
+    ``image_layout``: for ``"atomovideo"``, what the frames that are not given carry in the image channels:
+    ``"given_only"`` (zeros) or ``"every_frame"`` (the nearest given frame's latent); see ``conditioning.py``.
     ``widths``: the channels of the UNet's four levels, SD-1.5's ``(320, 640, 1280, 1280)`` for every real module
     (another value only for the trainer's tiny test base of the same layout).
     """
@@ -49,6 +51,7 @@ class MotionModuleConfig:
     prediction_type: str = "epsilon"
     zero_terminal_snr: bool = False
     image_conditioning: str | None = None
+    image_layout: str = "given_only"
     widths: tuple[int, ...] = layout.SD15_WIDTHS
     extras: dict = field(default_factory=dict)
 
@@ -59,6 +62,8 @@ class MotionModuleConfig:
             raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {self.prediction_type!r}")
         if self.beta_schedule not in ("linear", "scaled_linear"):
             raise ValueError(f"beta_schedule must be 'linear' or 'scaled_linear', got {self.beta_schedule!r}")
+        if self.image_layout not in ("given_only", "every_frame"):
+            raise ValueError(f"image_layout must be 'given_only' or 'every_frame', got {self.image_layout!r}")
 
     def with_(self, **changes) -> MotionModuleConfig:
         return replace(self, **changes)

@@ -75,7 +75,7 @@ def image_concat(module, latents: torch.Tensor, frames: int, first_frame: int, p
             f"{latents.shape[0]} given image(s) starting at frame {first_frame} do not fit in {frames} frames. Use "
             f"more frames, fewer images, or an earlier first frame (at most {frames - latents.shape[0]})."
         )
-    return atomovideo_concat(latents, frames, given)
+    return atomovideo_concat(latents, frames, given, module.config.image_layout)
 
 
 def clip_tokens(adapter: IPAdapter, clip_vision, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

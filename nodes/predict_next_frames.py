@@ -143,7 +143,8 @@ class AtomoPredictNextFrames(io.ComfyNode):
             if pia:
                 concat = pia_concat(given[-1:], segment.length, pia_motion, 0)
             else:
-                concat = atomovideo_concat(given, segment.length, list(range(segment.context)))
+                concat = atomovideo_concat(given, segment.length, list(range(segment.context)),
+                                           module.config.image_layout)
             prompt = prompts[min(segment.index, len(prompts) - 1)] if prompts else None
             samples = torch.zeros(segment.length, *context.shape[1:])
             samples[: segment.context] = context

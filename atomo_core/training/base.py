@@ -98,14 +98,16 @@ class BaseModel:
         return self.vae.decode(latents.to(param) / self.scaling_factor).sample
 
 
-def _hash_tokenizer(vocab_size: int, bos: int, eos: int) -> Callable[[list[str]], torch.Tensor]:
-    """Words to ids by CRC32 (deterministic across runs and machines), CLIP's framing: bos, words, eos, padding."""
+def _hash_tokenizer(vocab_size: int, bos: int, eos: int,
+                    length: int = CONTEXT_LENGTH) -> Callable[[list[str]], torch.Tensor]:
+    """Words to ids by CRC32 (deterministic across runs and machines), CLIP's framing: bos, words, eos, padding to
+    ``length`` tokens (CLIP's 77 unless a caller's captions are known to be shorter)."""
 
     def tokenize(captions: list[str]) -> torch.Tensor:
-        out = torch.full((len(captions), CONTEXT_LENGTH), eos, dtype=torch.long)
+        out = torch.full((len(captions), length), eos, dtype=torch.long)
         for row, caption in enumerate(captions):
             words = [2 + zlib.crc32(w.encode()) % (vocab_size - 2) for w in caption.lower().split()]
-            ids = [bos, *words[: CONTEXT_LENGTH - 2], eos]
+            ids = [bos, *words[: length - 2], eos]
             out[row, : len(ids)] = torch.tensor(ids)
         return out
 

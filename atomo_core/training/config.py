@@ -51,6 +51,10 @@ class InitConfig:
     motion_module: str = _key("", "motion-module file to start the temporal layers from (AnimateDiff, AtomoVideo); "
                                   "empty: fresh layers")
     pia: str = _key("", "PIA file to start from: its motion module and the image channels of conv_in")
+    image_channels: str = _key("zero", "how conv_in's five image channels start: zero (the module is the identity) "
+                                       "| copy (the image latent's four take the base's latent weights, mask zero)")
+    temporal_out: str = _key("zero", "how the temporal layers' output projections start: zero (the identity) | "
+                                     "small (random, 1e-2 of the default init: every layer has a gradient at once)")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class ConditioningConfig:
     drop_image: float = _key(0.1, "probability of training without the image channels (image dropout)")
     drop_both: float = _key(0.05, "probability of dropping text and image together")
     loss_on_given: bool = _key(False, "also count the given frames in the loss")
+    image_layout: str = _key("given_only", "what the frames that are not given carry in the image channels: "
+                                           "given_only (zeros) | every_frame (the nearest given frame's latent)")
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class ValidationConfig:
     steps: int = _key(20, "sampling steps of a validation clip")
     cfg: float = _key(7.5, "text guidance scale of a validation clip")
     image_cfg: float = _key(1.0, "image guidance scale of a validation clip")
+    probe_clips: int = _key(4, "training clips the learning probe measures at every validation (0: no probe)")
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,8 @@ class TrainConfig:
     prediction_type: str = _key("v_prediction", "what the model predicts: v_prediction | epsilon")
     beta_schedule: str = _key("scaled_linear", "noise schedule: scaled_linear (SD-1.5) | linear (AnimateDiff, PIA)")
     zero_terminal_snr: bool = _key(True, "rescale the schedule so the last step is pure noise (needs v_prediction)")
+    timestep_sampling: str = _key("uniform", "training timesteps: uniform | high_noise (t = (1 - u^3) T, as "
+                                             "T2I-Adapter: more of the steps where layout and motion are decided)")
     data: DataConfig = _key(DataConfig, "the training videos")
     init: InitConfig = _key(InitConfig, "weights to start from")
     conditioning: ConditioningConfig = _key(ConditioningConfig, "given frames and condition dropout")
@@ -130,9 +139,10 @@ class TrainConfig:
         """A plain nested dict (lists for tuples) that YAML, JSON and ``torch.load(weights_only=True)`` accept."""
         return _plain(self)
 
-    def validate(self) -> TrainConfig:
-        """Raise ``ConfigError`` listing every out-of-range value (each line names the key and the fix)."""
-        found = problems(self)
+    def validate(self, require_paths: bool = True) -> TrainConfig:
+        """Raise ``ConfigError`` listing every out-of-range value (each line names the key and the fix);
+        ``require_paths=False`` lets the base, data and output paths be empty (a memory estimate needs none)."""
+        found = problems(self, require_paths)
         if found:
             raise ConfigError("Invalid training config:\n  " + "\n  ".join(found))
         return self
@@ -143,7 +153,8 @@ class TrainConfig:
 
         c = self.conditioning
         return ObjectiveConfig(self.prediction_type, self.beta_schedule, self.zero_terminal_snr, c.max_given,
-                               c.drop_text, c.drop_image, c.drop_both, c.loss_on_given)
+                               c.drop_text, c.drop_image, c.drop_both, c.loss_on_given, c.image_layout,
+                               self.timestep_sampling)
 
 
 def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> list[str]:
@@ -154,13 +165,13 @@ def _at_least(key: str, value: float, low: float, fix: str = "") -> list[str]:
     return [] if value >= low else [f"{key} must be at least {low}, got {value}{fix}"]
 
 
-def problems(c: TrainConfig) -> list[str]:
+def problems(c: TrainConfig, require_paths: bool = True) -> list[str]:
     """Every out-of-range value of ``c``, one message each, naming the key and the fix."""
     out = []
     for key, value, fix in (("base_model", c.base_model, "an SD-1.5 checkpoint file, a diffusers folder or 'tiny'"),
                             ("output_dir", c.output_dir, "the folder for checkpoints and exports"),
                             ("data.videos", c.data.videos, "the folder of training videos")):
-        if not value.strip():
+        if require_paths and not value.strip():
             out.append(f"{key} is empty: set it to {fix} (in the YAML or with --set {key}=...)")
     out += _at_least("steps", c.steps, 1) + _at_least("batch_size", c.batch_size, 1)
     out += _at_least("frames", c.frames, 2, " (a video needs at least 2 frames)")
@@ -191,6 +202,10 @@ def problems(c: TrainConfig) -> list[str]:
     out += _one_of("precision", c.precision, ("fp32", "fp16", "bf16"))
     out += _one_of("prediction_type", c.prediction_type, ("v_prediction", "epsilon"))
     out += _one_of("beta_schedule", c.beta_schedule, ("scaled_linear", "linear"))
+    out += _one_of("timestep_sampling", c.timestep_sampling, ("uniform", "high_noise"))
+    out += _one_of("conditioning.image_layout", c.conditioning.image_layout, ("given_only", "every_frame"))
+    out += _one_of("init.image_channels", c.init.image_channels, ("zero", "copy"))
+    out += _one_of("init.temporal_out", c.init.temporal_out, ("zero", "small"))
     if c.zero_terminal_snr and c.prediction_type == "epsilon":
         out.append("zero_terminal_snr: true needs prediction_type: v_prediction (at the pure-noise step an epsilon "
                    "model cannot recover the image); set zero_terminal_snr: false for epsilon")
@@ -219,7 +234,7 @@ def problems(c: TrainConfig) -> list[str]:
     if len(v.prompts) > 1 and len(v.prompts) != len(v.images):
         out.append(f"validation.prompts has {len(v.prompts)} prompts for {len(v.images)} images: give none, one "
                    "for all, or one per image")
-    out += _at_least("validation.steps", v.steps, 1)
+    out += _at_least("validation.steps", v.steps, 1) + _at_least("validation.probe_clips", v.probe_clips, 0)
     out += _one_of("distributed.backend", c.distributed.backend, ("auto", "nccl", "gloo"))
     if c.distributed.timeout_minutes <= 0:
         out.append(f"distributed.timeout_minutes must be positive, got {c.distributed.timeout_minutes}")
@@ -347,13 +362,13 @@ def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
     return cls(**values)
 
 
-def config_from_dict(data: dict) -> TrainConfig:
+def config_from_dict(data: dict, require_paths: bool = True) -> TrainConfig:
     """A ``TrainConfig`` from a nested dict (a YAML file's content or a checkpoint's ``config``), validated."""
     errors: list[str] = []
     config = _build(TrainConfig, data, "", errors)
     if errors:
         raise ConfigError("Invalid training config:\n  " + "\n  ".join(errors))
-    return config.validate()
+    return config.validate(require_paths)
 
 
 def _set_dotted(data: dict, key: str, value: Any) -> None:
@@ -385,8 +400,9 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {key}: cannot read the value {raw!r} as YAML ({error})") from None
 
 
-def load_config(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """The YAML file at ``path`` (or only the defaults when ``None``) with the ``key=value`` overrides applied."""
+def load_config(path: str | None, overrides: list[str] | tuple[str, ...] = (), require_data: bool = True) -> TrainConfig:
+    """The YAML file at ``path`` (or only the defaults when ``None``) with the ``key=value`` overrides applied;
+    ``require_data=False`` accepts empty base, data and output paths (for ``--estimate``)."""
     try:
         import yaml
     except ImportError:
@@ -404,7 +420,7 @@ def load_config(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -
             raise ConfigError(f"'{path}' must hold a mapping of config keys, got {type(data).__name__}")
     for text in overrides:
         _set_dotted(data, *parse_override(text))
-    return config_from_dict(data)
+    return config_from_dict(data, require_data)
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:

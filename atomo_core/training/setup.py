@@ -43,6 +43,7 @@ class Run:
     videos: int  # usable training videos
     skipped: list
     latent_cache: LatentCache | None = None
+    autocast_device: str | None = None  # None: CUDA autocast on a GPU in low precision (``estimate`` sets "cpu")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -72,13 +73,39 @@ def motion_module_for(config: TrainConfig, widths: tuple[int, ...]):
         max_frames=config.max_frames, prediction_type=config.prediction_type, beta_schedule=config.beta_schedule,
         zero_terminal_snr=config.zero_terminal_snr, init_from=init_from, widths=widths,
         name=os.path.basename(config.output_dir.rstrip("/")) or "atomovideo",
+        image_layout=config.conditioning.image_layout,
     )
+    if config.init.temporal_out == "small" and not init_from:
+        _small_outputs(module)
     if config.init.pia:
         if init_from.conv_in_weight is None or init_from.config.family != "pia":
             raise AtomoError(f"init.pia '{config.init.pia}' is not a PIA file (no 9-channel conv_in).")
         module.conv_in_weight[:, 4:] = init_from.conv_in_weight[:, 4:].float()
     module.float().train()
     return module
+
+
+SMALL_OUTPUT_SCALE = 1e-2
+
+
+def _small_outputs(module) -> None:
+    """Give every temporal layer's zero-initialised output (attention ``proj_out``, convolution ``conv``) PyTorch's
+    default initialisation times ``SMALL_OUTPUT_SCALE``: nearly the identity, but every weight has a gradient from
+    the first step (behind a zero output only the output itself learns at first)."""
+    for _site, layer in module.placements():
+        out = getattr(getattr(layer, "temporal_transformer", None), "proj_out", None) or getattr(layer, "conv", None)
+        if out is None:
+            continue
+        fresh = type(out)(*_shape_args(out))
+        with torch.no_grad():
+            out.weight.copy_(fresh.weight * SMALL_OUTPUT_SCALE)
+            out.bias.copy_(fresh.bias * SMALL_OUTPUT_SCALE)
+
+
+def _shape_args(layer) -> tuple:
+    if isinstance(layer, torch.nn.Linear):
+        return layer.in_features, layer.out_features
+    return layer.in_channels, layer.out_channels, layer.kernel_size
 
 
 @dataclass
@@ -104,8 +131,12 @@ def build_trainable(config: TrainConfig, world: World, base: BaseModel) -> Train
         ip = build_ip_conditioner(config.ip_adapter.file, config.ip_adapter.clip_vision, base.unet, base.widths,
                                   config.ip_adapter.scale, config.train.image_proj, config.seed)
     model = TemporalUNet(base.unet, module, ip).to(world.device)  # trainable weights are fp32 from here on
+    if config.init.image_channels == "copy" and not config.init.pia and model.image_conditioning:
+        with torch.no_grad():  # the image latent enters conv_in as the noisy latent does; the mask starts at zero
+            conv_in = model.unet.conv_in
+            conv_in.image_weight[:, 1:].copy_(conv_in.base.weight.float())
     if config.gradient_checkpointing:
-        base.unet.enable_gradient_checkpointing()
+        model.enable_checkpointing()
     base.unet.train()  # diffusers only checkpoints in training mode; the base has no dropout to switch on
     wrapped = model
     if world.distributed:

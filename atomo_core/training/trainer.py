@@ -33,6 +33,8 @@ log = logging.getLogger("atomovideo.train")
 
 
 def _autocast(run: Run):
+    if run.autocast_device is not None:  # the memory estimate: the GPU's autocast, emulated on fake CPU tensors
+        return torch.autocast(run.autocast_device, dtype=run.dtype)
     on_gpu = run.world.device.type == "cuda" and run.config.precision != "fp32"
     return torch.autocast("cuda", dtype=run.dtype, enabled=on_gpu)
 
@@ -43,14 +45,15 @@ def micro_step(run: Run, batch: dict) -> torch.Tensor:
     b, f = pixels.shape[:2]
     latents = encode_clips(run, batch)
     example = run.objective.make_batch(latents.cpu(), run.generator)
-    captions = [c if keep else "" for c, keep in zip(batch["caption"], example.text_keep.tolist(), strict=True)]
+    captions = [c if keep else "" for c, keep in zip(batch["caption"], example.text_keep, strict=True)]
     context = run.base.encode_text(captions).repeat_interleave(f, dim=0)
     with _autocast(run):
         dtype = next(run.base.unet.parameters()).dtype  # the frozen UNet's storage dtype
         extra = {}
         if run.model.ip is not None:  # image tokens only where caption and image are both kept (the nodes' rule)
             extra = {"first_frames": pixels[:, 0].to(run.world.device),
-                     "with_image": example.text_keep & example.image_keep}
+                     "with_image": torch.tensor([t and i for t, i in zip(example.text_keep, example.image_keep,
+                                                                          strict=True)])}
         prediction = run.wrapped(example.model_input.to(run.world.device, dtype),
                                  example.timesteps.to(run.world.device), context.to(dtype), f, **extra)
     return run.objective.loss(prediction, example)
@@ -74,23 +77,33 @@ def encode_clips(run: Run, batch: dict) -> torch.Tensor:
     return torch.stack(out)
 
 
-def train_step(run: Run, batches) -> dict:
-    """One optimiser step over ``grad_accumulation`` micro-batches; returns its figures."""
+def optimizer_step(run: Run, batches):
+    """One optimiser step over ``grad_accumulation`` micro-batches: ``(losses, grad_norm, last_batch, failed)`` with
+    the per-micro-batch losses and the norm still tensors (``train_step`` reads them; the memory estimate cannot)."""
     accumulation = run.config.grad_accumulation
-    total, failed = 0.0, []
+    losses, failed = [], []
     for i in range(accumulation):
         batch = next(batches)
         inner = i < accumulation - 1 and run.world.distributed  # DDP syncs gradients on the last micro-batch only
         with run.wrapped.no_sync() if inner else contextlib.nullcontext():
             loss = micro_step(run, batch) / accumulation
             loss.backward()
-        total += float(loss.detach())
+        losses.append(loss.detach())
         failed += batch.get("failed", [])
     max_norm = run.config.max_grad_norm if run.config.max_grad_norm > 0 else float("inf")  # inf: measure only
     norm = torch.nn.utils.clip_grad_norm_(run.model.trainable_parameters(), max_norm)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
+    return losses, norm, batch, failed
+
+
+def train_step(run: Run, batches) -> dict:
+    """One optimiser step over ``grad_accumulation`` micro-batches; returns its figures."""
+    losses, norm, batch, failed = optimizer_step(run, batches)
+    total = 0.0
+    for loss in losses:
+        total += float(loss)
     return {"loss": total, "grad_norm": float(norm), "lr": run.scheduler.get_last_lr()[0],
             "data": run.sampler.state_after(batch), "failed": failed}
 
@@ -171,6 +184,16 @@ def train(config: TrainConfig, world: World | None = None, stop_after: int | Non
         if world.main:
             _log(run, {"event": "start", "step": step, "world_size": world.world_size,
                        "videos": run.videos, "skipped": [[str(p), r] for p, r in run.skipped]})
+        probe = None
+        if config.validate_every and world.main:
+            from .probe import summary_line
+            from .validation import probe_batch, run_probe
+
+            probe = probe_batch(run)
+            if probe is not None and step == 0:  # where the probe starts, to compare every validation with
+                figures = run_probe(run, probe)
+                _log(run, {"event": "probe", "step": 0, "probe": figures})
+                log.info("learning probe before training: %s", summary_line(figures))
         batches = iter(run.loader)
         progress = _progress(world, step, config.steps)
         last = {"step": step}
@@ -195,7 +218,12 @@ def train(config: TrainConfig, world: World | None = None, stop_after: int | Non
                 from .validation import validate
 
                 if world.main:
-                    _log(run, {"event": "validation", "step": step, **validate(run, step)})
+                    record = validate(run, step, probe)
+                    _log(run, {"event": "validation", "step": step, **record})
+                    if record.get("probe"):
+                        from .probe import summary_line
+
+                        log.info("learning probe at step %d: %s", step, summary_line(record["probe"]))
                 barrier(world)
         progress.close()
         return last

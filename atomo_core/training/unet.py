@@ -68,6 +68,7 @@ class TemporalUNet(nn.Module):
         self.motion = module
         self.ip = ip  # an ``ip_conditioning.IPConditioner`` (its processors are already on the UNet), or None
         self.frames: int | None = None
+        self.checkpoint_layers = False  # gradient checkpointing of the temporal layers (``enable_checkpointing``)
         unet.requires_grad_(False)
         module.requires_grad_(True)
         self.image_conditioning = module.config.image_conditioning is not None
@@ -80,15 +81,27 @@ class TemporalUNet(nn.Module):
             self._hooks.append(target.register_forward_hook(self._hook(layer)))
 
     def _hook(self, layer):
+        def run(x: torch.Tensor) -> torch.Tensor:
+            if self.checkpoint_layers and torch.is_grad_enabled() and self.training:
+                # diffusers checkpoints its blocks' insides; a hook on a whole attention block runs outside that
+                # checkpoint, so the temporal layer is recomputed in the backward pass on its own
+                return torch.utils.checkpoint.checkpoint(layer, x, self.frames, use_reentrant=False)
+            return layer(x, self.frames)
+
         def hook(_module, _inputs, output):
             if self.frames is None:
                 raise RuntimeError("TemporalUNet layers ran outside TemporalUNet.forward (no frame count)")
             if isinstance(output, torch.Tensor):
-                return layer(output, self.frames)
-            first = layer(output[0], self.frames)
+                return run(output)
+            first = run(output[0])
             return (first, *output[1:]) if isinstance(output, tuple) else type(output)(first, *output[1:])
 
         return hook
+
+    def enable_checkpointing(self) -> None:
+        """Gradient checkpointing for the base's blocks (diffusers') and for every temporal layer (ours)."""
+        self.unet.enable_gradient_checkpointing()
+        self.checkpoint_layers = True
 
     def remove(self) -> nn.Module:
         """Take the hooks and the 9-channel input off the diffusers UNet again; returns it as it was."""

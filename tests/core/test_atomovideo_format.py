@@ -126,3 +126,18 @@ def test_a_module_for_a_smaller_base_of_the_same_layout_round_trips(tmp_path):
         assert "widths" not in f.metadata()  # SD-1.5 files stay as they were
     with pytest.raises(ValueError, match="may not replace"):
         save_atomovideo(module, str(path), extra_metadata={"format": "x"})
+
+
+def test_image_layout_is_recorded_and_files_without_it_load_as_given_only(tmp_path):
+    module = fmt.new_atomovideo_module(max_frames=8, image_layout="every_frame", widths=(32, 32, 32, 32))
+    meta = fmt.metadata_for(module)
+    assert meta["image_layout"] == "every_frame"
+    path = tmp_path / "every.safetensors"
+    fmt.save_atomovideo(module, str(path))
+    assert load_motion_module(str(path)).config.image_layout == "every_frame"
+    old = {k: v for k, v in meta.items() if k != "image_layout"}  # a file from before the field existed
+    assert detect_config(_file_tensors(module), old, "old.safetensors").image_layout == "given_only"
+    with pytest.raises(MotionModuleFormatError, match="image_layout must be one of given_only, every_frame"):
+        detect_config(_file_tensors(module), {**meta, "image_layout": "sideways"}, "new.safetensors")
+    no_conv_in = fmt.new_atomovideo_module(max_frames=8, conv_in=False, widths=(32, 32, 32, 32))
+    assert "image_layout" not in fmt.metadata_for(no_conv_in)  # a text-only module has no image channels

@@ -64,6 +64,20 @@ def test_atomovideo_errors_name_the_problem(n, frames, given, message):
         atomovideo_concat(_latents(n), frames, given)
 
 
+def test_atomovideo_every_frame_layout_repeats_the_nearest_given_frame():
+    given = _latents(3, seed=3)
+    out = atomovideo_concat(given, 8, [5, 0, 2], layout="every_frame")
+    assert out[:, 0, 0, 0].tolist() == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0]  # the mask is the same as given_only
+    # frame -> the given frame whose latent it carries: nearest by index, the earlier one on a tie (frame 1: 0 and 2)
+    source = {0: 1, 1: 1, 2: 2, 3: 2, 4: 0, 5: 0, 6: 0, 7: 0}
+    for frame, k in source.items():
+        assert torch.equal(out[frame, 1:], given[k]), frame
+    one = atomovideo_concat(given[:1], 4, [0], layout="every_frame")  # image to video: the image in every frame
+    assert torch.equal(one[:, 1:], given[:1].expand(4, -1, -1, -1)) and one[:, 0, 0, 0].tolist() == [1, 0, 0, 0]
+    with pytest.raises(ConditioningError, match="unknown AtomoVideo image layout 'everywhere'"):
+        atomovideo_concat(given, 8, [0, 1, 2], layout="everywhere")
+
+
 def test_atomovideo_rejects_non_latents():
     with pytest.raises(ConditioningError, match=r"\[N, 4, h, w\].*VAE Encode") as info:
         atomovideo_concat(torch.zeros(1, 3, 64, 64), 16, [0])  # an IMAGE-like tensor, not a latent
