@@ -7,7 +7,8 @@ No ComfyUI needed. Each configuration runs in its own process (its peak is its o
 weights (``base_model: random-sd15``; the costs do not depend on the values), a fresh AtomoVideo module (temporal
 attention, temporal convolutions, image channels), batch 1, the paper's objective, on synthetic clips of
 ``--resolution``. Reports the median of the timed steps after one warm-up step, peak memory (CUDA
-``max_memory_allocated``; CPU peak RSS over the timed steps), the trainable and frozen parameter counts. The GPU
+``max_memory_allocated``; CPU peak RSS over the timed steps) beside ``tools/train.py --estimate``'s figure for the
+same settings (``atomo_core.training.estimate``), the trainable and frozen parameter counts. The GPU
 target (issue): 16 x 512^2 at batch 1 fits in 24 GB with checkpointing.
 """
 
@@ -65,6 +66,9 @@ def worker(args) -> dict:
             "data.stride=1", f"precision={args.precision}", f"gradient_checkpointing={args.checkpointing}",
             f"max_frames={max(32, args.frames)}", "steps=1000"]
     config = load_config(None, sets)
+    from atomo_core.training.estimate import estimate
+
+    predicted = estimate(config, "cuda" if args.device == "cuda" else "cpu").as_dict()  # before anything is built
     world = setup()
     run = build_run(config, world)
     batches = iter(run.loader)
@@ -86,6 +90,7 @@ def worker(args) -> dict:
         "device": str(world.device), "device_name": torch.cuda.get_device_name() if world.device.type == "cuda"
         else "cpu", "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "resolution": args.resolution, "frames": args.frames, "precision": args.precision, "base": args.base,
+        "estimate": predicted,
     }
 
 
@@ -119,13 +124,15 @@ def main(argv=None) -> int:
             results[f"checkpointing={choice}"] = json.loads(out.read_text()) if proc.returncode == 0 else {
                 "error": f"exit status {proc.returncode}"}
     pathlib.Path(args.out).write_text(json.dumps(results, indent=2))
-    print("| gradient checkpointing | s/step | peak memory (MiB) | trainable params (M) |\n|---|---|---|---|")
+    print("| gradient checkpointing | s/step | peak memory (MiB) | estimate (MiB) | trainable params (M) |\n"
+          "|---|---|---|---|---|")
     for name, r in results.items():
         if "error" in r:
-            print(f"| {name} | {r['error']} | | |")
+            print(f"| {name} | {r['error']} | | | |")
             continue
         peak = (r.get("peak_allocated_bytes") or r.get("peak_rss_bytes") or 0) / 2**20
-        print(f"| {r['gradient_checkpointing']} | {r['sec_per_step']:.2f} | {peak:.0f} | {r['trainable_params'] / 1e6:.1f} |")
+        print(f"| {r['gradient_checkpointing']} | {r['sec_per_step']:.2f} | {peak:.0f} | "
+              f"{r['estimate']['peak_bytes'] / 2**20:.0f} | {r['trainable_params'] / 1e6:.1f} |")
     return 0
 
 

@@ -26,6 +26,9 @@ def parse_args(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key (dotted for nested ones), e.g. --set steps=100 --set data.videos=DIR")
     p.add_argument("--keys", action="store_true", help="list every config key with its meaning and exit")
+    p.add_argument("--estimate", nargs="?", const="cuda", choices=("cuda", "cpu"), default=None,
+                   help="print the peak memory and FLOPs of one training step of this config on a GPU (or 'cpu') and "
+                        "exit, before any data or weights load (computed on the real model with fake tensors)")
     return p.parse_args(argv)
 
 
@@ -40,7 +43,12 @@ def main(argv=None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        config = load_config(args.config, args.set)
+        config = load_config(args.config, args.set, require_data=args.estimate is None)
+        if args.estimate:
+            from atomo_core.training.estimate import estimate, report
+
+            print(report(estimate(config, args.estimate)))
+            return 0
         from atomo_core.training.trainer import train
 
         last = train(config)

@@ -28,6 +28,9 @@ class ConfigError(AtomoError):
     """A training config is unreadable, has an unknown key, a value of the wrong type or out of range."""
 
 
+PAPER_GIVEN = 8  # AtomoVideo's frame prediction: 8 given frames, 16 new
+
+
 def _key(default: Any, doc: str) -> Any:
     """A config field with its one-line doc; a dataclass default becomes a default factory."""
     if dataclasses.is_dataclass(default) and isinstance(default, type):
@@ -59,7 +62,8 @@ class InitConfig:
 
 @dataclass(frozen=True)
 class ConditioningConfig:
-    max_given: int = _key(8, "given frames per example are drawn from 1..max_given (1 = image-to-video)")
+    max_given: int | str = _key("auto", "given frames per example are drawn from 1..max_given (1 = image-to-video); "
+                                        "auto: the paper's 8 for frame prediction, at most frames - 1")
     drop_text: float = _key(0.1, "probability of training with the empty prompt (text dropout)")
     drop_image: float = _key(0.1, "probability of training without the image channels (image dropout)")
     drop_both: float = _key(0.05, "probability of dropping text and image together")
@@ -147,12 +151,17 @@ class TrainConfig:
             raise ConfigError("Invalid training config:\n  " + "\n  ".join(found))
         return self
 
+    def max_given(self) -> int:
+        """``conditioning.max_given`` as a number: ``auto`` is ``min(PAPER_GIVEN, frames - 1)``."""
+        value = self.conditioning.max_given
+        return min(PAPER_GIVEN, max(1, self.frames - 1)) if value == "auto" else int(value)
+
     def objective_config(self):
         """The ``ObjectiveConfig`` of ``objective.py`` these settings describe."""
         from .objective import ObjectiveConfig
 
         c = self.conditioning
-        return ObjectiveConfig(self.prediction_type, self.beta_schedule, self.zero_terminal_snr, c.max_given,
+        return ObjectiveConfig(self.prediction_type, self.beta_schedule, self.zero_terminal_snr, self.max_given(),
                                c.drop_text, c.drop_image, c.drop_both, c.loss_on_given, c.image_layout,
                                self.timestep_sampling)
 
@@ -216,9 +225,12 @@ def problems(c: TrainConfig, require_paths: bool = True) -> list[str]:
     if c.init.motion_module and c.init.pia:
         out.append("init.motion_module and init.pia are both set: set one (a PIA file already holds a motion module)")
     k = c.conditioning
-    if c.frames >= 2 and not 1 <= k.max_given < c.frames:
+    if isinstance(k.max_given, str) and k.max_given != "auto":
+        out.append(f"conditioning.max_given must be auto or a number, got {k.max_given!r}; auto picks "
+                   f"{min(PAPER_GIVEN, max(1, c.frames - 1))} for {c.frames} frames")
+    elif c.frames >= 2 and isinstance(k.max_given, int) and not 1 <= k.max_given < c.frames:
         out.append(f"conditioning.max_given must be in 1 .. frames - 1 = {c.frames - 1} (at least one frame must be "
-                   f"generated), got {k.max_given}")
+                   f"generated), got {k.max_given}: set conditioning.max_given: auto (or {min(k.max_given, c.frames - 1) or 1})")
     rates = {"drop_text": k.drop_text, "drop_image": k.drop_image, "drop_both": k.drop_both}
     for name, rate in rates.items():
         if not 0 <= rate <= 1:
