@@ -108,7 +108,8 @@ class TrainConfig:
     steps: int = _key(10000, "optimiser steps in total (the run stops there; resume continues towards it)")
     batch_size: int = _key(1, "videos per GPU per micro-batch")
     frames: int = _key(16, "frames per training clip")
-    max_frames: int = _key(32, "position-encoding length written into the exported module (>= frames)")
+    max_frames: int | str = _key("auto", "position-encoding length written into the exported module (>= frames); "
+                                         "auto: 32 (AnimateDiff v2/v3's), or frames if longer")
     resolution: int = _key(512, "side of the square training clips in pixels (a multiple of 8)")
     learning_rate: float = _key(1e-4, "peak AdamW learning rate")
     weight_decay: float = _key(1e-2, "AdamW weight decay")
@@ -151,6 +152,10 @@ class TrainConfig:
             raise ConfigError("Invalid training config:\n  " + "\n  ".join(found))
         return self
 
+    def module_frames(self) -> int:
+        """``max_frames`` as a number: ``auto`` is 32 (AnimateDiff v2/v3's encoding length), or ``frames`` if more."""
+        return max(32, self.frames) if self.max_frames == "auto" else int(self.max_frames)
+
     def max_given(self) -> int:
         """``conditioning.max_given`` as a number: ``auto`` is ``min(PAPER_GIVEN, frames - 1)``."""
         value = self.conditioning.max_given
@@ -184,8 +189,11 @@ def problems(c: TrainConfig, require_paths: bool = True) -> list[str]:
             out.append(f"{key} is empty: set it to {fix} (in the YAML or with --set {key}=...)")
     out += _at_least("steps", c.steps, 1) + _at_least("batch_size", c.batch_size, 1)
     out += _at_least("frames", c.frames, 2, " (a video needs at least 2 frames)")
-    if c.max_frames < c.frames:
-        out.append(f"max_frames ({c.max_frames}) must be at least frames ({c.frames}): the exported module's "
+    if isinstance(c.max_frames, str) and c.max_frames != "auto":
+        out.append(f"max_frames must be auto or a number, got {c.max_frames!r}")
+    elif c.module_frames() < c.frames:
+        out.append(f"max_frames ({c.max_frames}) must be at least frames ({c.frames}): set max_frames: auto (or "
+                   f"{max(32, c.frames)}); the exported module's "
                    "position encoding has to cover the clips it was trained on")
     if c.resolution < 8 or c.resolution % 8:
         out.append(f"resolution must be a positive multiple of 8 (the VAE's factor), got {c.resolution}; "

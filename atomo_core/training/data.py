@@ -59,12 +59,17 @@ def permutation(length: int, seed: int, epoch: int) -> np.ndarray:
 
 
 class ResumableSampler:
-    """A DistributedSampler that can stop anywhere and continue exactly.
+    """A DistributedSampler that can stop anywhere and continue exactly, on the same or another number of processes.
 
-    Each epoch, the seeded permutation of ``0..length-1`` (or ``0..length-1`` in order without ``shuffle``) is cut
-    to a multiple of ``world_size`` (``drop_last``) or padded with its own first indices, and rank ``r`` takes every
-    ``world_size``-th index from ``r``: disjoint shards of ``num_samples`` each. ``position`` counts the samples of
-    the current epoch this rank has yielded; when a shard is exhausted the epoch advances by itself.
+    Each epoch has one global order (the seeded permutation of ``0..length-1``, or ``0..length-1`` without
+    ``shuffle``), consumed in steps of ``world_size`` samples: rank ``r`` takes every ``world_size``-th index from
+    ``r`` (cut to a multiple of ``world_size`` with ``drop_last``, else padded with the order's own first indices).
+    ``position`` counts the samples of the current epoch this rank has yielded, and the epoch advances by itself.
+
+    The saved state also holds the **global position** (samples of the epoch consumed by all ranks together). A run
+    resumed on another number of processes continues that epoch from the global position, the remaining order dealt
+    out round-robin to the new ranks (no sample of the epoch repeated or skipped, except ``drop_last``'s remainder at
+    its end); later epochs are whole again.
     """
 
     def __init__(self, length: int, seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True,
@@ -76,9 +81,21 @@ class ResumableSampler:
                                f"least one per process)")
         self.length, self.seed, self.rank, self.world_size = length, seed, rank, world_size
         self.shuffle, self.drop_last = shuffle, drop_last
-        self.num_samples = length // world_size if drop_last else math.ceil(length / world_size)
         self.epoch = self.position = 0
+        self.offset_epoch, self.offset = -1, 0  # the epoch a resize resumed in, and its global position there
         self._shard: tuple[int, list[int]] | None = None
+
+    def _start(self, epoch: int) -> int:
+        return self.offset if epoch == self.offset_epoch else 0
+
+    def samples_in(self, epoch: int) -> int:
+        """This rank's share of ``epoch`` (all of it, or what remains after a resized resume)."""
+        remaining = self.length - self._start(epoch)
+        return remaining // self.world_size if self.drop_last else math.ceil(remaining / self.world_size)
+
+    @property
+    def num_samples(self) -> int:
+        return self.samples_in(self.epoch)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -87,7 +104,8 @@ class ResumableSampler:
         """This rank's indices for ``epoch``, in order."""
         if self._shard is None or self._shard[0] != epoch:
             order = permutation(self.length, self.seed, epoch) if self.shuffle else np.arange(self.length)
-            total = self.num_samples * self.world_size
+            order = order[self._start(epoch):]
+            total = self.samples_in(epoch) * self.world_size
             order = np.resize(order, total)  # cuts, or repeats the order from its start to pad
             self._shard = (epoch, order[self.rank : total : self.world_size].tolist())
         return self._shard[1]
@@ -96,22 +114,44 @@ class ResumableSampler:
         """Start ``epoch`` from its beginning."""
         self.epoch, self.position = int(epoch), 0
 
-    def state_dict(self) -> dict:
-        """``{"epoch", "position"}`` of the next sample (plus what must match on resume)."""
-        epoch, position = self._normal(self.epoch, self.position)
+    def _state(self, epoch: int, position: int) -> dict:
         return {"epoch": epoch, "position": position, "seed": self.seed, "length": self.length,
-                "world_size": self.world_size}
+                "world_size": self.world_size, "global_position": self._start(epoch) + position * self.world_size}
+
+    def state_dict(self) -> dict:
+        """``{"epoch", "position", "global_position"}`` of the next sample (plus what must match on resume)."""
+        return self._state(*self._normal(self.epoch, self.position))
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
-        """Continue from ``state``; with ``strict``, refuse a state from another seed, dataset size or world size."""
+        """Continue from ``state``. Another seed or dataset size cannot continue (with ``strict``, refused); another
+        world size continues the epoch from its global position (``resized`` says so)."""
         if strict:
-            for name in ("seed", "length", "world_size"):
+            for name, what in (("seed", "seed"), ("length", "number of usable videos")):
                 if name in state and state[name] != getattr(self, name):
-                    raise DatasetError(f"The data state was saved with {name} {state[name]} but this run has "
-                                       f"{getattr(self, name)}: the data order cannot continue exactly.")
-        if not 0 <= state["position"] <= self.num_samples:
-            raise DatasetError(f"Data position {state['position']} is outside an epoch of {self.num_samples}")
-        self.epoch, self.position = self._normal(int(state["epoch"]), int(state["position"]))
+                    raise DatasetError(
+                        f"The data state was saved with {what} {state[name]} but this run has {getattr(self, name)}: "
+                        f"the data order cannot continue. Resume with the run's own {what} (its config and data "
+                        "folder), or start a new run in another output_dir.")
+        saved_world = int(state.get("world_size", self.world_size))
+        epoch = int(state["epoch"])
+        self._shard = None
+        if saved_world != self.world_size:
+            position = int(state.get("global_position", int(state["position"]) * saved_world))
+            if not 0 <= position <= self.length:
+                raise DatasetError(f"Data position {position} is outside an epoch of {self.length} videos")
+            self.offset_epoch, self.offset = epoch, position
+            self.epoch, self.position = self._normal(epoch, 0)
+            return
+        if not 0 <= state["position"] <= self.samples_in(epoch):
+            raise DatasetError(f"Data position {state['position']} is outside an epoch of {self.samples_in(epoch)}")
+        if "global_position" in state and state["global_position"] != int(state["position"]) * self.world_size:
+            self.offset_epoch, self.offset = epoch, int(state["global_position"]) - int(state["position"]) * \
+                self.world_size  # the epoch began after an earlier resize
+        self.epoch, self.position = self._normal(epoch, int(state["position"]))
+
+    @property
+    def resized(self) -> bool:
+        return self.offset_epoch >= 0
 
     def state_after(self, consumed) -> dict:
         """The state to save once the sample ``consumed`` (a ``SampleKey`` or the last of a batch) was used."""
@@ -119,12 +159,10 @@ class ResumableSampler:
             epoch, position = int(consumed["epoch"][-1]), int(consumed["position"][-1])
         else:
             epoch, position = int(consumed.epoch), int(consumed.position)
-        epoch, position = self._normal(epoch, position + 1)
-        return {"epoch": epoch, "position": position, "seed": self.seed, "length": self.length,
-                "world_size": self.world_size}
+        return self._state(*self._normal(epoch, position + 1))
 
     def _normal(self, epoch: int, position: int) -> tuple[int, int]:
-        return (epoch + 1, 0) if position >= self.num_samples else (epoch, position)
+        return (epoch + 1, 0) if position >= self.samples_in(epoch) else (epoch, position)
 
     def infinite(self) -> Iterator[SampleKey]:
         """``SampleKey``s from the current state on, forever; the state advances with every key yielded."""
@@ -139,7 +177,7 @@ class ResumableSampler:
         self.epoch, self.position = self._normal(self.epoch, self.position)
         epoch = self.epoch
         shard = self.shard(epoch)
-        while self.epoch == epoch and self.position < self.num_samples:
+        while self.epoch == epoch and self.position < self.samples_in(epoch):
             self.position += 1
             yield shard[self.position - 1]
 

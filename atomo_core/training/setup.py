@@ -70,7 +70,7 @@ def motion_module_for(config: TrainConfig, widths: tuple[int, ...]):
     source = config.init.motion_module or config.init.pia
     init_from = load_motion_module(source) if source else None
     module = new_atomovideo_module(
-        max_frames=config.max_frames, prediction_type=config.prediction_type, beta_schedule=config.beta_schedule,
+        max_frames=config.module_frames(), prediction_type=config.prediction_type, beta_schedule=config.beta_schedule,
         zero_terminal_snr=config.zero_terminal_snr, init_from=init_from, widths=widths,
         name=os.path.basename(config.output_dir.rstrip("/")) or "atomovideo",
         image_layout=config.conditioning.image_layout,

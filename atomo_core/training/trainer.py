@@ -78,10 +78,11 @@ def encode_clips(run: Run, batch: dict) -> torch.Tensor:
 
 
 def optimizer_step(run: Run, batches):
-    """One optimiser step over ``grad_accumulation`` micro-batches: ``(losses, grad_norm, last_batch, failed)`` with
-    the per-micro-batch losses and the norm still tensors (``train_step`` reads them; the memory estimate cannot)."""
+    """One optimiser step over ``grad_accumulation`` micro-batches: ``(losses, grad_norm, last_batch, failed,
+    samples)`` with the per-micro-batch losses and the norm still tensors (``train_step`` reads them; the memory
+    estimate cannot), and the dataset indices of every clip the step used."""
     accumulation = run.config.grad_accumulation
-    losses, failed = [], []
+    losses, failed, samples = [], [], []
     for i in range(accumulation):
         batch = next(batches)
         inner = i < accumulation - 1 and run.world.distributed  # DDP syncs gradients on the last micro-batch only
@@ -90,22 +91,23 @@ def optimizer_step(run: Run, batches):
             loss.backward()
         losses.append(loss.detach())
         failed += batch.get("failed", [])
+        samples += [int(i) for i in batch.get("index", [])]
     max_norm = run.config.max_grad_norm if run.config.max_grad_norm > 0 else float("inf")  # inf: measure only
     norm = torch.nn.utils.clip_grad_norm_(run.model.trainable_parameters(), max_norm)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return losses, norm, batch, failed
+    return losses, norm, batch, failed, samples
 
 
 def train_step(run: Run, batches) -> dict:
     """One optimiser step over ``grad_accumulation`` micro-batches; returns its figures."""
-    losses, norm, batch, failed = optimizer_step(run, batches)
+    losses, norm, batch, failed, samples = optimizer_step(run, batches)
     total = 0.0
     for loss in losses:
         total += float(loss)
     return {"loss": total, "grad_norm": float(norm), "lr": run.scheduler.get_last_lr()[0],
-            "data": run.sampler.state_after(batch), "failed": failed}
+            "data": run.sampler.state_after(batch), "failed": failed, "samples": samples}
 
 
 def _state(run: Run, step: int, data_state: dict) -> dict:
@@ -146,25 +148,51 @@ def export(run: Run, step: int) -> str:
     return path
 
 
-def resume(run: Run) -> int:
-    """Load the newest complete checkpoint if there is one; returns the step to continue from (0: a new run)."""
+def resume(run: Run) -> tuple[int, dict | None]:
+    """Load the newest complete checkpoint if there is one; returns the step to continue from (0: a new run) and,
+    when the number of processes changed, what changed (for the log).
+
+    The weights, optimiser and learning-rate schedule continue exactly on any number of processes. The data continue
+    from the same global position of the same order (``ResumableSampler``). Each rank's random generator is restored
+    as saved when the world is the same (bit-for-bit the uninterrupted run); on another world there is no saved
+    generator for some ranks, so every rank's is re-derived from the seed, the step and its new rank."""
     path = latest_checkpoint(os.path.join(run.config.output_dir, "checkpoints"))
     if path is None:
-        return 0
+        return 0, None
     state = load_checkpoint(path)
-    if state["world_size"] != run.world.world_size:
-        raise RuntimeError(f"'{path}' was saved by a run on {state['world_size']} processes; this one has "
-                           f"{run.world.world_size}. Resume with the same number of processes.")
     if state["config_hash"] != config_hash(run.config):
         log.warning("resuming '%s' with a changed config: %s", path, "; ".join(diff_configs(state["config"],
                                                                                              run.config)))
+    if state["config"].get("seed") != run.config.seed:
+        raise RuntimeError(f"'{path}' was saved by a run with seed {state['config'].get('seed')}; this config has "
+                           f"seed {run.config.seed}. The data order and noise cannot continue under another seed: "
+                           "resume with the run's seed, or start a new run in another output_dir.")
+    step = int(state["step"])
     run.model.load_trainable_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.sampler.load_state_dict(state["data"])
-    restore_rng(state["rng"][run.world.rank], {"objective": run.generator})
-    log.info("resumed from %s (step %d)", path, state["step"])
-    return int(state["step"])
+    saved_world = int(state["world_size"])
+    changed = None
+    if saved_world == run.world.world_size:
+        restore_rng(state["rng"][run.world.rank], {"objective": run.generator})
+    else:
+        run.generator.manual_seed(rederived_seed(run.config.seed, step, run.world.rank))
+        torch.manual_seed(rederived_seed(run.config.seed, step, run.world.rank) + 1)
+        changed = {"saved_world_size": saved_world, "world_size": run.world.world_size,
+                   "global_position": state["data"].get("global_position"), "epoch": state["data"]["epoch"],
+                   "rng": "re-derived from (seed, step, rank)"}
+        log.warning("resuming '%s' (step %d) saved on %d processes on %d: weights, optimiser and schedule exactly; "
+                    "the data continue at sample %s of epoch %s of the same order; each rank's randomness is "
+                    "re-derived from the seed, the step and its rank", path, step, saved_world,
+                    run.world.world_size, changed["global_position"], changed["epoch"])
+    log.info("resumed from %s (step %d)", path, step)
+    return step, changed
+
+
+def rederived_seed(seed: int, step: int, rank: int) -> int:
+    """A rank's generator seed after a resume on another number of processes (a stable function of the three)."""
+    return (seed * 1_000_003 + step * 7919 + rank * 104_729 + 1) % 2**63
 
 
 def _log(run: Run, record: dict) -> None:
@@ -180,10 +208,11 @@ def train(config: TrainConfig, world: World | None = None, stop_after: int | Non
     try:
         os.makedirs(config.output_dir, exist_ok=True)
         run = build_run(config, world)
-        step = resume(run)
+        step, changed = resume(run)
         if world.main:
             _log(run, {"event": "start", "step": step, "world_size": world.world_size,
-                       "videos": run.videos, "skipped": [[str(p), r] for p, r in run.skipped]})
+                       "videos": run.videos, "skipped": [[str(p), r] for p, r in run.skipped],
+                       **({"resized": changed} if changed else {})})
         probe = None
         if config.validate_every and world.main:
             from .probe import summary_line
@@ -206,7 +235,8 @@ def train(config: TrainConfig, world: World | None = None, stop_after: int | Non
             progress.update(1)
             progress.set_postfix(loss=f"{figures['loss']:.4f}")
             last = {"step": step, "loss": figures["loss"], "lr": figures["lr"], "grad_norm": figures["grad_norm"],
-                    "sec_per_step": seconds}
+                    "sec_per_step": seconds, "epoch": figures["data"]["epoch"],
+                    "global_position": figures["data"]["global_position"], "samples": figures["samples"]}
             if figures["failed"]:
                 last["read_failures"] = figures["failed"]
             if step % config.log_every == 0 or step == end or figures["failed"]:

@@ -126,7 +126,7 @@ def test_unknown_key_names_it_suggests_and_lists_known(override, named, suggesti
     (["conditioning.drop_text=0.5", "conditioning.drop_image=0.5"], "conditioning.drop_text + drop_image + drop_both"),
     (["conditioning.max_given=16"], "got 16: set conditioning.max_given: auto (or 15)"),
     (["conditioning.max_given=most"], "conditioning.max_given must be auto or a number, got 'most'"),
-    (["frames=8", "max_frames=4"], "max_frames (4) must be at least frames (8)"),
+    (["frames=8", "max_frames=4"], "max_frames (4) must be at least frames (8): set max_frames: auto (or 32)"),
     (["lr_schedule=step"], "lr_schedule must be constant | cosine | linear"),
     (["prediction_type=sample"], "prediction_type must be v_prediction | epsilon"),
     (["prediction_type=epsilon"], "zero_terminal_snr: true needs prediction_type: v_prediction"),
@@ -208,3 +208,33 @@ def test_hash_changes_with_values_not_with_key_order(tmp_path):
     for safe in ["save_every=10", "log_every=1", "output_dir=elsewhere", "validation.steps=4", "data.workers=0"]:
         assert config_hash(load_config(str(a), [safe])) == config_hash(ca), safe
     assert diff_configs(ca, load_config(str(a), ["learning_rate=2.0e-4"])) == ["learning_rate: 0.0001 -> 0.0002"]
+
+
+@pytest.mark.parametrize("frames", range(2, 33))
+def test_the_documented_defaults_fit_every_clip_length(frames):
+    """Every key at its example default except the paths and frames: valid for 2..32 frames, and the defaults that
+    depend on frames follow it (a user who sets only frames is never refused for a key they did not set)."""
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw["frames"] = frames
+    config = config_from_dict(raw)
+    assert config.max_given() == min(8, frames - 1)  # the paper's 8 given frames, always one generated at least
+    assert config.objective_config().max_given == config.max_given()
+    assert config.module_frames() == 32
+    longer = config_from_dict({**raw, "frames": 48})
+    assert longer.module_frames() == 48 and longer.max_given() == 8  # max_frames follows a longer clip
+
+
+def test_frames_8_with_every_other_key_default_trains(tmp_path):
+    """The new user's case from the issue: `frames: 8`, nothing else changed, used to be refused (max_given 8)."""
+    from test_trainer import _write_videos
+
+    from atomo_core.training.distributed import World
+    from atomo_core.training.trainer import train
+
+    _write_videos(tmp_path / "videos", count=2, frames=40)
+    config = load_config(None, ["base_model=tiny", f"output_dir={tmp_path / 'out'}", f"data.videos={tmp_path / 'videos'}",
+                                "frames=8", "resolution=64", "steps=1", "data.workers=0", "validate_every=0"])
+    import torch
+
+    last = train(config, World(0, 1, 0, torch.device("cpu")))
+    assert last["step"] == 1 and (tmp_path / "out" / "motion_module.safetensors").is_file()

@@ -28,6 +28,7 @@ from atomo_core.training.data import (
     build_index,
     choose_clip,
     make_loader,
+    permutation,
     read_clip,
 )
 
@@ -260,8 +261,52 @@ def test_sampler_resumes_exactly_across_epochs(stop):
     again = ResumableSampler(7, seed=11, rank=1, world_size=2)
     again.load_state_dict(first.state_dict())
     assert next(again.infinite()) == expected[stop]
-    with pytest.raises(DatasetError, match="world_size"):
-        ResumableSampler(7, seed=11, rank=0, world_size=1).load_state_dict(first.state_dict())
+    with pytest.raises(DatasetError, match="seed 11 but this run has 12.*output_dir"):
+        ResumableSampler(7, seed=12, rank=1, world_size=2).load_state_dict(first.state_dict())
+    with pytest.raises(DatasetError, match="number of usable videos 7 but this run has 8"):
+        ResumableSampler(8, seed=11, rank=1, world_size=2).load_state_dict(first.state_dict())
+
+
+def _consumed(samplers, steps):
+    """What ``steps`` lock-step batches of one sample take from every rank's sampler, in global order."""
+    streams = [s.infinite() for s in samplers]
+    out = []
+    for _ in range(steps):
+        keys = [next(stream) for stream in streams]
+        out += [(k.epoch, k.index) for k in keys]
+    return out, keys
+
+
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2), (4, 3), (3, 4)])
+def test_a_resized_resume_continues_the_epoch_without_repeats_or_gaps(before, after):
+    length, seed = 23, 5
+    old = [ResumableSampler(length, seed, r, before) for r in range(before)]
+    head, keys = _consumed(old, 3)  # 3 steps on `before` processes, then a save
+    saved = old[0].state_after(keys[0])  # every rank saves the same global position (rank 0's is written)
+    assert saved["global_position"] == 3 * before
+    new = [ResumableSampler(length, seed, r, after) for r in range(after)]
+    for sampler in new:
+        sampler.load_state_dict(saved)
+        assert sampler.resized
+    steps_left = (length - 3 * before) // after
+    tail, _ = _consumed(new, steps_left)
+    epoch0 = [i for e, i in head + tail if e == 0]
+    assert len(epoch0) == len(set(epoch0))  # no sample of the epoch twice
+    order = permutation(length, seed, 0).tolist()
+    assert epoch0 == order[: len(epoch0)]  # the global order, no gap
+    assert length - len(epoch0) < after  # only drop_last's remainder is left out
+    nxt, _ = _consumed(new, 2)  # the next epoch is whole again, on the new world
+    assert [e for e, _ in nxt] == [1] * (2 * after)
+    assert [i for _, i in nxt] == permutation(length, seed, 1).tolist()[: 2 * after]
+    # and a same-size resume inside the resized epoch stays exact
+    again = [ResumableSampler(length, seed, r, after) for r in range(after)]
+    middle = ResumableSampler(length, seed, 0, after)
+    middle.load_state_dict(saved)
+    _, keys = _consumed([middle], 1)
+    state = middle.state_after(keys[0])
+    for sampler in again:
+        sampler.load_state_dict(state)
+    assert next(again[0].infinite()).index == tail[after][1]
 
 
 def test_plain_iteration_resumes_inside_an_epoch():

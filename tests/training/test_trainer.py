@@ -40,7 +40,7 @@ def _write_videos(root: pathlib.Path, count: int = 4, frames: int = 14, size: in
             for i in range(n):
                 a = np.full((size, size, 3), 60, np.uint8)
                 x = (4 + 3 * i + 9 * v) % (size - 16)
-                a[20:36, x : x + 16] = (200, 60 + 40 * v, 80)
+                a[20:36, x : x + 16] = (200, (60 + 40 * v) % 256, 80)
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(a, format="rgb24")))
             container.mux(stream.encode(None))
         (root / f"clip{v}.txt").write_text(f"a square moves right, clip {v}")
@@ -186,3 +186,46 @@ def test_latent_cache_encodes_each_clip_once(videos, tmp_path):
     run.latent_cache = None
     # what the VAE gives for the whole batch at once: another batch shape, so float32 round-off apart
     assert_close_scaled(encode_clips(run, batch), first, FLOAT32_REORDERED, "cached vs batch-encoded latents")
+
+
+def _torchrun(nproc: int, out, videos, steps: int, port: int):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SITE), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1")
+    sets = ["base_model=tiny", f"output_dir={out}", f"data.videos={videos}", f"steps={steps}", "frames=6",
+            "resolution=64", "batch_size=1", "save_every=2", "validate_every=0", "precision=fp32", "data.workers=0",
+            "max_frames=16", "data.stride=2", "gradient_checkpointing=false", "log_every=1"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={port}"] \
+        if nproc > 1 else [sys.executable]
+    proc = subprocess.run([*launcher, str(REPO / "tools" / "train.py"), *[a for s in sets for a in ("--set", s)]],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_a_run_resumes_on_another_number_of_processes(tmp_path):
+    """2 processes -> 1 -> 2: weights, optimiser and schedule continue; the data continue from the same global
+    position of the same order (nothing of the epoch repeated or skipped); the log says what changed."""
+    from atomo_core.training.data import permutation
+
+    videos = tmp_path / "nine"
+    _write_videos(videos, count=9)
+    out = tmp_path / "elastic"
+    _torchrun(2, out, videos, steps=2, port=29519)  # global samples 0..3 of epoch 0 (rank 0 logs 0 and 2)
+    _torchrun(1, out, videos, steps=6, port=0)  # one process: samples 4..7 of the same epoch, in order
+    _torchrun(2, out, videos, steps=8, port=29521)  # two again: sample 8 is drop_last's remainder; epoch 1 begins
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    starts = [r for r in log if r.get("event") == "start"]
+    assert [s["world_size"] for s in starts] == [2, 1, 2] and [s["step"] for s in starts] == [0, 2, 6]
+    assert starts[1]["resized"]["saved_world_size"] == 2 and starts[1]["resized"]["global_position"] == 4
+    assert starts[2]["resized"]["saved_world_size"] == 1 and starts[2]["resized"]["global_position"] == 8
+    steps = {r["step"]: r for r in log if "loss" in r}
+    assert sorted(steps) == list(range(1, 9)) and all(np.isfinite(r["loss"]) for r in steps.values())
+    order = permutation(9, 0, 0).tolist()
+    assert [steps[s]["samples"][0] for s in (1, 2)] == [order[0], order[2]]  # rank 0's share on two processes
+    assert [steps[s]["samples"][0] for s in (3, 4, 5, 6)] == order[4:8]  # one process: the rest, in order
+    assert [steps[s]["global_position"] for s in (3, 4, 5, 6)] == [5, 6, 7, 8]
+    assert [(steps[s]["epoch"], steps[s]["global_position"]) for s in (7, 8)] == [(1, 2), (1, 4)]
+    assert [steps[s]["samples"][0] for s in (7, 8)] == [permutation(9, 0, 1).tolist()[k] for k in (0, 2)]
+    saves = [r for r in log if r.get("event") == "save"]
+    assert [s["step"] for s in saves] == [2, 4, 6, 8] and [s["ranks"] for s in saves] == [2, 1, 1, 2]
+    module = load_motion_module(str(out / "motion_module.safetensors"))
+    assert module.config.family == "atomovideo"
