@@ -26,6 +26,9 @@ def _register(name: str, default_dirs: list[str]) -> None:
     extensions = set(SUPPORTED_EXTENSIONS)
     if name in folder_paths.folder_names_and_paths:
         paths, existing = folder_paths.folder_names_and_paths[name]
+        # copies: some ComfyUI builds (the pip-installable fork) hand out live views that assignment below empties,
+        # so a second registration (custom nodes imported twice) would otherwise lose every folder
+        paths, existing = list(paths), set(existing)
         for directory in default_dirs:
             if directory not in paths:
                 paths.append(directory)

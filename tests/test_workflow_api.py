@@ -33,3 +33,59 @@ def test_saved_files_come_from_the_output_nodes_ui_results(tmp_path):
     }
     assert run_workflow.saved_files(outputs, str(tmp_path)) == [tmp_path / "AtomoVideo" / "clip_00001_.mp4",
                                                                 tmp_path / "b_00001_.png"]
+
+
+class _Classic:
+    CLASSIC = "classic"
+
+
+def _execution(newest: bool):
+    """A stand-in ``execution`` module with the PromptExecutor contract of ComfyUI 0.3.64 or of current ComfyUI, whose
+    constructor reads ``cache_args["ram"]`` (a None default raised TypeError in ``execute_async``)."""
+    import types as _types
+
+    if newest:
+        class PromptExecutor:
+            def __init__(self, server, cache_type=False, cache_args=None, asset_manager=None):
+                self.headroom = int(cache_args["ram"] * 1024**3), int(cache_args["ram_inactive"] * 1024**3)
+                self.cache_type = cache_type
+    else:
+        class PromptExecutor:
+            def __init__(self, server, cache_type=False):
+                self.cache_type = cache_type
+    return _types.SimpleNamespace(PromptExecutor=PromptExecutor, CacheType=_Classic)
+
+
+def test_the_runner_builds_an_executor_on_either_contract():
+    old, new = run_workflow.new_executor(_execution(False)), run_workflow.new_executor(_execution(True))
+    assert old.cache_type == new.cache_type == "classic" and new.headroom == (0, 0)
+
+
+def test_the_runner_reads_either_output_cache():
+    from typing import NamedTuple
+
+    class CacheEntry(NamedTuple):  # current ComfyUI: async get, sync get_local, entries of (ui, outputs)
+        ui: dict
+        outputs: list
+
+    class NewCache:
+        def __init__(self, data):
+            self.data = data
+
+        async def get(self, node_id):
+            return self.data.get(node_id)
+
+        def get_local(self, node_id):
+            return self.data.get(node_id)
+
+    class OldCache(dict):  # 0.3.64: a sync get returning the output lists
+        pass
+
+    class Executor:
+        def __init__(self, cache):
+            self.caches = type("Caches", (), {"outputs": cache})()
+
+    values = [["frames"], ["other"]]
+    assert run_workflow.cached_outputs(Executor(OldCache({"5": values})), "5") == values
+    assert run_workflow.cached_outputs(Executor(NewCache({"5": CacheEntry({}, values)})), "5") == values
+    assert run_workflow.cached_outputs(Executor(NewCache({})), "6") is None

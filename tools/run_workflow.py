@@ -217,7 +217,7 @@ def run_workflow(
         raise WorkflowError(api.validation_message(error, node_errors, prompt))
     targets = list(good) + [n for n in sources if n not in good]
     if "executor" not in _STATE:
-        _STATE["executor"] = execution.PromptExecutor(_stub_server(), cache_type=execution.CacheType.CLASSIC)
+        _STATE["executor"] = new_executor(execution)
     executor = _STATE["executor"]
     server_module = sys.modules.get("server")
     if server_module is not None and getattr(server_module.PromptServer, "instance", None) is None:
@@ -244,7 +244,7 @@ def run_workflow(
         )
     images = {}
     for node_id, (src, slot) in sources.items():
-        cached = executor.caches.outputs.get(src)
+        cached = cached_outputs(executor, src)
         values = cached[slot] if cached is not None and slot < len(cached) else None
         if values and all(torch.is_tensor(v) and v.ndim == 4 and v.shape[-1] in (3, 4) for v in values):
             images[node_id] = torch.cat([v[..., :3].float().cpu() for v in values]).clone()
@@ -264,6 +264,25 @@ def run_workflow(
 
 
 # ----------------------------------------------------------------------------------------------- writing
+def new_executor(execution):
+    """A ``PromptExecutor`` with the classic cache. Current ComfyUI (0.38) also needs ``cache_args`` (it reads its RAM
+    headroom from them); 0.3.64 has no such parameter."""
+    import inspect
+
+    extra = {}
+    if "cache_args" in inspect.signature(execution.PromptExecutor.__init__).parameters:
+        extra["cache_args"] = {"lru": 0, "ram": 0.0, "ram_inactive": 0.0}
+    return execution.PromptExecutor(_stub_server(), cache_type=execution.CacheType.CLASSIC, **extra)
+
+
+def cached_outputs(executor, node_id: str):
+    """A node's cached output values. Current ComfyUI's output cache is async (``get_local`` is its synchronous read)
+    and holds ``CacheEntry(ui, outputs)``; 0.3.64's ``get`` returns the list of outputs itself."""
+    cache = executor.caches.outputs
+    entry = cache.get_local(node_id) if hasattr(cache, "get_local") else cache.get(node_id)
+    return entry.outputs if hasattr(entry, "outputs") else entry
+
+
 def saved_files(outputs: dict, output_dir: str) -> list[pathlib.Path]:
     """The files the output nodes wrote into ``output_dir``, from their UI results (``filename``, ``subfolder``,
     ``type: output``), in node order."""

@@ -62,3 +62,37 @@ def test_predict_next_frames_picks_context_frames_for_the_family(ours):
     assert (pnf.auto_context_frames(pia), pnf.auto_context_frames(atomo)) == (1, 8)
     (context,) = [inp for inp in pnf.AtomoPredictNextFrames.GET_SCHEMA().inputs if inp.id == "context_frames"]
     assert context.default == pnf.AUTO == 0
+
+
+class _LiveViews(dict):
+    """``folder_names_and_paths`` as the pip-installable fork has it: an entry's list and set are kept and handed
+    out live, and assigning an entry clears them and fills them from the new value, so assigning back the lists that
+    were handed out empties them."""
+
+    def __setitem__(self, key, value):
+        if key not in self:
+            dict.__setitem__(self, key, (list(value[0]), set(value[1])))
+            return
+        paths, extensions = dict.__getitem__(self, key)
+        paths.clear()
+        paths.extend(value[0])
+        extensions.clear()
+        extensions.update(value[1])
+
+
+def test_registering_twice_keeps_the_folders_on_a_live_view_mapping(ours, monkeypatch, tmp_path):
+    """That fork imports custom nodes twice; the second registration must not empty the folders it re-reads
+    ("Motion module 'v3_sd15_mm.ckpt' is not in any motion_modules folder ()" before the fix)."""
+    import folder_paths
+
+    folders = ours("nodes.folders")
+    live = _LiveViews()
+    live["motion_modules"] = ([str(tmp_path / "mine")], {".ckpt"})  # the user's extra_model_paths.yaml
+    monkeypatch.setattr(folder_paths, "folder_names_and_paths", live)
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path / "models"))
+    folders.register_model_folders()
+    folders.register_model_folders()
+    paths, extensions = live["motion_modules"]
+    assert paths == [str(tmp_path / "mine"), str(tmp_path / "models" / "motion_modules")]
+    assert {".ckpt", ".safetensors"} <= extensions
+    assert live["ipadapter"][0] == [str(tmp_path / "models" / "ipadapter")]
