@@ -66,21 +66,40 @@ class IPAttentionPatch:
         return out.to(q.dtype)
 
     def add(self, callback, **kwargs):
+        """How ComfyUI_IPAdapter_plus stacks onto a patch it finds (in place, as its own patches do). Safe on a
+        clone: every clone owns copies of our patches (``_own_patches``)."""
         self.stacked.append((callback, kwargs))
 
     def to(self, device_or_dtype):
-        """Moves to a device; ignores dtypes (they would be the UNet's storage dtype, e.g. fp8: see above)."""
+        """A copy on the device (copy-on-write: a patch object may be shared between clones, so it is never changed
+        after it is attached; ComfyUI stores what this returns). Dtypes are ignored (they would be the UNet's
+        storage dtype, e.g. fp8: see above)."""
         if isinstance(device_or_dtype, torch.dtype):
             return self
+        new = copy.copy(self)
         for name in ("to_k_ip", "to_v_ip", "tokens", "uncond_tokens"):
-            setattr(self, name, getattr(self, name).to(device_or_dtype))
-        return self
+            setattr(new, name, getattr(self, name).to(device_or_dtype))
+        return new
 
     def __deepcopy__(self, memo):
         new = copy.copy(self)  # tensors are shared, never written in place
         new.stacked = list(self.stacked)
         new.previous = copy.deepcopy(self.previous, memo)
         return new
+
+
+CLONE_KEY = "AtomoVideo_ip_adapter"
+
+
+def _own_patches(original, clone) -> None:
+    """``ON_CLONE`` callback: the clone gets its own copies of our patches. ComfyUI 0.3.64 deep-copies
+    ``model_options`` on every clone; current ComfyUI copies only its dicts and lists (``deepcopy_list_dict``) and
+    shares the objects in them, so another pack's ``.add()`` on a downstream clone's patch would reach upstream."""
+    attn2 = clone.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
+    source = original.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
+    for key, patch in list(attn2.items()):
+        if isinstance(patch, IPAttentionPatch) and patch is source.get(key):
+            attn2[key] = copy.deepcopy(patch)
 
 
 def remove_ip_adapter(model) -> int:
@@ -110,4 +129,8 @@ def apply_ip_adapter(model, ip_weights: dict, tokens: torch.Tensor, uncond_token
             model.set_model_attn2_replace(patch, site.block[0], site.block[1], 0)
         else:
             model.set_model_attn2_replace(patch, site.block[0], site.block[1])
+    from comfy.patcher_extension import CallbacksMP
+
+    if CLONE_KEY not in model.callbacks.get(CallbacksMP.ON_CLONE, {}):
+        model.add_callback_with_key(CallbacksMP.ON_CLONE, CLONE_KEY, _own_patches)
     return model

@@ -298,3 +298,43 @@ def test_fp8_unet_keeps_the_ip_adapter_in_the_compute_dtype(sd15, ours, vae, tmp
         assert {t.dtype for t in (patch.tokens, patch.uncond_tokens, patch.to_k_ip, patch.to_v_ip)} == {torch.float32}
     del fp8, model, injected
     comfy.model_management.unload_all_models()
+
+
+def _share_like_current_comfyui(value):
+    """Current ComfyUI's ``ModelPatcher.clone()`` copies ``model_options`` with ``deepcopy_list_dict``: new dicts and
+    lists, every other object shared between the clones."""
+    if isinstance(value, dict):
+        return {k: _share_like_current_comfyui(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_share_like_current_comfyui(v) for v in value]
+    return value
+
+
+def test_ip_patches_are_never_shared_between_clones(ours, monkeypatch):
+    """Clones share patch objects on purpose here (as current ComfyUI's clone may): another pack stacking onto a
+    downstream clone's patch, or ComfyUI moving a clone's patches, must not reach the upstream MODEL."""
+    import types
+
+    import comfy.model_patcher
+
+    patch_mod = ours("nodes.ip_adapter_patch")
+    monkeypatch.setattr(comfy.model_patcher, "copy", types.SimpleNamespace(
+        deepcopy=lambda value, memo=None: _share_like_current_comfyui(value), copy=__import__("copy").copy))
+    upstream = comfy.model_patcher.ModelPatcher(torch.nn.Linear(1, 1), torch.device("cpu"), torch.device("cpu"))
+    marker = object()
+    upstream.model_options["transformer_options"]["marker"] = marker
+    gen = torch.Generator().manual_seed(4)
+    tokens, uncond = torch.randn(1, 4, 768, generator=gen), torch.randn(1, 4, 768, generator=gen)
+    patch_mod.apply_ip_adapter(upstream, random_base_adapter(seed=6), tokens, uncond, 0.7)
+    downstream = upstream.clone()
+    assert downstream.model_options["transformer_options"]["marker"] is marker  # the clone does share objects
+    up = upstream.model_options["transformer_options"]["patches_replace"]["attn2"]
+    down = downstream.model_options["transformer_options"]["patches_replace"]["attn2"]
+    assert len(up) == len(down) == 16 and all(down[k] is not up[k] for k in up)  # but ours are the clone's own
+    key = next(iter(down))
+    down[key].add(lambda out, q, k, v, extra, **kw: out, weight=1.0)  # IPAdapter_plus's way of stacking onto a patch
+    assert len(down[key].stacked) == 1 and up[key].stacked == []
+    downstream.model_patches_to(torch.device("meta"))  # ComfyUI moving the downstream clone's patches
+    assert down[key].tokens.is_meta and up[key].tokens.device.type == "cpu"
+    again = downstream.clone()  # a clone of a clone owns its copies too
+    assert again.model_options["transformer_options"]["patches_replace"]["attn2"][key] is not down[key]

@@ -96,3 +96,19 @@ def test_registering_twice_keeps_the_folders_on_a_live_view_mapping(ours, monkey
     assert paths == [str(tmp_path / "mine"), str(tmp_path / "models" / "motion_modules")]
     assert {".ckpt", ".safetensors"} <= extensions
     assert live["ipadapter"][0] == [str(tmp_path / "models" / "ipadapter")]
+
+
+def test_the_startup_line_names_the_comfyui_and_the_fallbacks(pack, ours):
+    import pathlib
+    import re
+
+    from comfy_host import comfyui_path
+
+    nodes = ours("nodes")
+    line = nodes.startup_line()
+    version = re.search(r'__version__ = "([^"]+)"', (pathlib.Path(comfyui_path()) / "comfyui_version.py").read_text())
+    assert line.startswith(f"AtomoVideo: ComfyUI {version.group(1)};")
+    # ComfyUI 0.3.64's context windows have no FreeNoise and no causal anchor: ours serves the first, nothing to undo
+    has_freenoise = ours("nodes.context_windows").CORE_FREENOISE
+    assert ("FreeNoise" in line) == (not has_freenoise)
+    assert ("causal anchor" in line) == ("causal_window_fix" in ours("nodes.context_windows").HANDLER_OPTIONS)
