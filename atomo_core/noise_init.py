@@ -99,3 +99,23 @@ def frame_init(
     low_pass = gaussian_low_pass_filter(frames, height, width, d_s, d_t)
     mixed = freq_mix_3d(rearrange(z_tau, "f c h w -> c f h w"), rearrange(noise, "f c h w -> c f h w"), low_pass)
     return rearrange(mixed, "c f h w -> f c h w").to(noise.dtype)
+
+
+def freenoise(noise: torch.Tensor, context_length: int, context_overlap: int, seed: int) -> torch.Tensor:
+    """FreeNoise (Qiu et al. 2024) for context windows: ``noise [F, ...]`` (frames first) -> a copy in which only the
+    first window's ``context_length`` frames are drawn noise; every later block of ``context_length -
+    context_overlap`` frames is a shuffle of the block ``context_length`` frames before it (so every window holds a
+    local re-ordering of the first window's noise: long videos keep one look). ``seed`` makes the shuffles repeat
+    exactly. Clips no longer than one window are returned unchanged (as a copy)."""
+    frames = noise.shape[0]
+    step = context_length - context_overlap
+    if step < 1:
+        raise ValueError(f"context_overlap ({context_overlap}) must be smaller than context_length ({context_length})")
+    out = noise.clone()
+    generator = torch.Generator().manual_seed(int(seed) % 2**63)
+    for start in range(context_length, frames, step):
+        count = min(step, frames - start)
+        source = start - context_length
+        order = torch.randperm(count, generator=generator) + source
+        out[start : start + count] = out[order.to(noise.device)]
+    return out

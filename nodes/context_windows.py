@@ -2,53 +2,85 @@
 
 ComfyUI's ``ContextWindowsManual`` holds the machinery (``comfy.context_windows.IndexListContextHandler``: the
 schedules, the fuse methods, ``calc_cond_batch`` per window, the memory estimate of one window), and this node uses
-it. Two things stop core's node from serving a video whose frames are the batch (dimension 0), as AnimateDiff's are:
+it, on ComfyUI 0.3.64 and on the current ComfyUI (0.38) alike. What is ours, and why (each adaptation chooses by
+feature, not by version, next to the code it adapts):
 
-- the step lookup compares the schedule's sigmas with the whole per-frame timestep vector
-  (``torch.isclose(sample_sigmas, timestep)``), which fails with a shape error for any batch of more than one
-  latent (64 frames: ``[steps + 1]`` against ``[64]``). Every frame has the same sigma; we look up the first.
-- a ControlNet's hint images are not windowed: each window's ControlNet call gets the first ``context_length``
-  hints (``broadcast_image_to`` cuts the batch), so frames 48-63 would follow the poses of frames 0-15. Here each
-  window's ControlNets see that window's hints, and the hints are restored after the step.
+- **the step lookup** (0.3.64): core compares the schedule's sigmas with the whole per-frame timestep vector, a shape
+  error for any video whose frames are the batch; we look up the first frame's sigma (current core does the same).
+- **conditioning per window** (0.3.64): core slices a cond only when its ``ndim`` is below the window dimension,
+  never true at dimension 0, so every window got frames 0..15 of per-frame conditioning (prompt travel, our image
+  channels); we slice every per-frame cond to the window's frames (current core does).
+- **ControlNet hints per window** (both): core windows no hint; each window's ControlNets get that window's hints,
+  restored after the step (current core also caches prepared hints per size, ``cond_hints``: cleared with them).
+- **no causal anchor frame** (current core): its ``causal_window_fix`` (on by default) runs each window with one
+  extra leading frame; AnimateDiff modules were trained on 16-frame clips, so ours asks for windows as trained.
+- **FreeNoise**: current core's own (``freenoise=True`` and its sampler wrapper) where the handler offers it, else ours
+  (``atomo_core.noise_init.freenoise``, the same rule), through the same ``SAMPLER_SAMPLE`` wrapper slot.
+- **windows**: core's window objects, re-typed to ``VideoWindow`` (tuple indexing; ``dim``, the anchor and
+  ``retain_index_list`` honoured), so whatever core's constructor records (``total_frames``, ``context_overlap``)
+  is kept.
 
-What already sees the window, checked in ``tests/host/test_context_windows.py``: the UNet call (16 frames per
-cond/uncond chunk, so the motion module's frame limit and its frame count per video are the window's), the
-image channels of our conditioning (``noise_concat``, batch-sliced by core), v1/PIA's cross-frame GroupNorm
-statistics (computed over the call's frames), and IP-Adapter tokens (one image for every frame).
+What already saw the window, checked in ``tests/host/test_context_windows.py``: the UNet call (16 frames per
+cond/uncond chunk, so the motion module's frame limit and its frame count per video are the window's), v1/PIA's
+cross-frame GroupNorm statistics (computed over the call's frames), and IP-Adapter tokens (one image for every
+frame).
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
+
 import comfy.context_windows as cw
+import comfy.patcher_extension
 import torch
 from comfy_api.latest import io
 
 from ..atomo_core.errors import AtomoError
+from ..atomo_core.noise_init import freenoise
 from .host_adapter import get_attachment
+
+log = logging.getLogger("AtomoVideo")
 
 SCHEDULES = [cw.ContextSchedules.STATIC_STANDARD, cw.ContextSchedules.UNIFORM_STANDARD,
              cw.ContextSchedules.UNIFORM_LOOPED, cw.ContextSchedules.BATCHED]
+HANDLER_OPTIONS = set(inspect.signature(cw.IndexListContextHandler.__init__).parameters)
+CORE_FREENOISE = "freenoise" in HANDLER_OPTIONS and hasattr(cw, "create_sampler_sample_wrapper")  # ComfyUI > 0.3.64
 
 
 class VideoWindow(cw.IndexListContextWindow):
-    """A window of frames (dimension 0), indexed with a tuple: core indexes with a list holding the index list,
-    which torch deprecates (it would become one tensor index of shape ``[1, length]``)."""
+    """A window of frames, indexed with a tuple (core's 0.3.64 indexes with a list holding the index list, which torch
+    deprecates). Honours current core's extras: the causal anchor frame and ``retain_index_list``."""
 
-    def get_tensor(self, full: torch.Tensor, device=None, dim=None) -> torch.Tensor:
-        if full.shape[0] == 1:  # one entry for every frame (the prompt, a single image)
+    def _indices(self) -> list[int]:
+        anchor = getattr(self, "causal_anchor_index", None)  # current core's causal_window_fix (we turn it off)
+        return ([anchor] if anchor is not None and anchor >= 0 else []) + list(self.index_list)
+
+    def get_tensor(self, full: torch.Tensor, device=None, dim=None, retain_index_list=()) -> torch.Tensor:
+        dim = getattr(self, "dim", 0) if dim is None else dim
+        if dim == 0 and full.shape[0] == 1:  # one entry for every frame (the prompt, a single image)
             return full
-        return full[self.index_list].to(device)
+        window = full[(slice(None),) * dim + (self._indices(),)]
+        if retain_index_list:
+            keep = (slice(None),) * dim + (list(retain_index_list),)
+            window[keep] = full[keep]
+        return window if device is None else window.to(device)
 
     def add_window(self, full: torch.Tensor, to_add: torch.Tensor, dim=None) -> torch.Tensor:
-        full[self.index_list] += to_add
+        dim = getattr(self, "dim", 0) if dim is None else dim
+        full[(slice(None),) * dim + (list(self.index_list),)] += to_add
         return full
 
 
 class VideoContextHandler(cw.IndexListContextHandler):
-    """``IndexListContextHandler`` on the batch dimension, with the two fixes above (and tuple indexing)."""
+    """``IndexListContextHandler`` on the batch dimension, with the adaptations above."""
 
-    def __init__(self, **kwargs):
-        super().__init__(dim=0, **kwargs)
+    def __init__(self, freenoise: bool = False, **kwargs):
+        extra = {"causal_window_fix": False} if "causal_window_fix" in HANDLER_OPTIONS else {}
+        if CORE_FREENOISE:
+            extra["freenoise"] = freenoise
+        super().__init__(dim=0, **kwargs, **extra)
+        self.freenoise = freenoise
         self._full_hints: dict[int, tuple] = {}  # id(control) -> (control, its full hint batch)
 
     def set_step(self, timestep: torch.Tensor, model_options: dict):
@@ -60,16 +92,33 @@ class VideoContextHandler(cw.IndexListContextHandler):
         self._step = int(torch.argmin((sigmas - sigma).abs()).item())
 
     def get_context_windows(self, model, x_in, model_options):
-        return [VideoWindow(window.index_list) for window in super().get_context_windows(model, x_in, model_options)]
+        windows = super().get_context_windows(model, x_in, model_options)
+        for window in windows:
+            window.__class__ = VideoWindow  # keep what core's constructor recorded (total_frames, overlap, ...)
+        return windows
 
     def get_resized_cond(self, cond_in, x_in, window, device=None):
         resized = super().get_resized_cond(cond_in, x_in, window, device)
+        frames = x_in.shape[0]
         for cond in resized or []:
+            for key, value in list(cond.get("model_conds", {}).items()):
+                # ComfyUI 0.3.64 leaves per-frame conds whole at dimension 0 (current core slices them itself)
+                tensor = getattr(value, "cond", None)
+                if isinstance(tensor, torch.Tensor) and tensor.ndim > 0 and tensor.shape[0] == frames and \
+                        len(window.index_list) != frames:
+                    cond["model_conds"][key] = value._copy_with(window.get_tensor(tensor, device))
             control = cond.get("control")
             while control is not None:
-                self._window_hint(control, window, x_in.shape[0])
+                self._window_hint(control, window, frames)
                 control = control.previous_controlnet
         return resized
+
+    @staticmethod
+    def _forget_prepared_hints(control) -> None:
+        control.cond_hint = None  # ComfyUI 0.3.64 rebuilds it (resize, VAE) from cond_hint_original
+        for cache in ("cond_hints", "control_inputs"):  # current ComfyUI caches prepared hints per size
+            if isinstance(getattr(control, cache, None), dict):
+                getattr(control, cache).clear()
 
     def _window_hint(self, control, window, frames: int):
         control_id = id(control)
@@ -80,7 +129,7 @@ class VideoContextHandler(cw.IndexListContextHandler):
             hint = full[window.index_list]
             if control.cond_hint_original is not hint:
                 control.cond_hint_original = hint
-                control.cond_hint = None  # core rebuilds it (resize, VAE) from cond_hint_original
+                self._forget_prepared_hints(control)
 
     def execute(self, calc_cond_batch, model, conds, x_in, timestep, model_options):
         try:
@@ -88,12 +137,24 @@ class VideoContextHandler(cw.IndexListContextHandler):
         finally:
             for control, full in self._full_hints.values():
                 control.cond_hint_original = full
-                control.cond_hint = None
+                self._forget_prepared_hints(control)
             self._full_hints.clear()
 
 
+FREENOISE_KEY = "AtomoVideo_FreeNoise"
+
+
+def _freenoise_wrapper(executor, guider, sigmas, extra_args, callback, noise, *args, **kwargs):
+    """``SAMPLER_SAMPLE`` wrapper (ComfyUI 0.3.64, which has no FreeNoise of its own): the initial noise rescheduled."""
+    handler = guider.model_options.get("context_handler")
+    if isinstance(handler, VideoContextHandler) and handler.freenoise and noise.shape[0] > handler.context_length:
+        noise = freenoise(noise, handler.context_length, handler.context_overlap, extra_args.get("seed") or 0)
+    return executor(guider, sigmas, extra_args, callback, noise, *args, **kwargs)
+
+
 def with_context_windows(model, context_length: int, context_overlap: int, context_schedule: str,
-                         context_stride: int = 1, closed_loop: bool = False, fuse_method: str = "pyramid"):
+                         context_stride: int = 1, closed_loop: bool = False, fuse_method: str = "pyramid",
+                         use_freenoise: bool = False):
     """A clone of ``model`` that samples more frames than ``context_length`` window by window."""
     if context_overlap >= context_length:
         raise AtomoError(f"context_overlap ({context_overlap}) must be smaller than context_length "
@@ -110,8 +171,17 @@ def with_context_windows(model, context_length: int, context_overlap: int, conte
         context_schedule=cw.get_matching_context_schedule(context_schedule),
         fuse_method=cw.get_matching_fuse_method(fuse_method),
         context_length=context_length, context_overlap=context_overlap, context_stride=context_stride,
-        closed_loop=closed_loop)
+        closed_loop=closed_loop, freenoise=use_freenoise)
     cw.create_prepare_sampling_wrapper(model)  # core's: estimate memory for one window, not the whole clip
+    if use_freenoise:
+        if CORE_FREENOISE:
+            cw.create_sampler_sample_wrapper(model)  # current ComfyUI's own FreeNoise
+        else:
+            model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, FREENOISE_KEY,
+                                       _freenoise_wrapper)
+    log.info("AtomoVideo context windows: %d frames overlapping by %d, %s%s", context_length, context_overlap,
+             context_schedule, f", FreeNoise ({'ComfyUI' if CORE_FREENOISE else 'AtomoVideo'})" if use_freenoise
+             else "")
     return model
 
 
@@ -144,12 +214,15 @@ class AtomoContextWindows(io.ComfyNode):
                                default=cw.ContextFuseMethods.PYRAMID,
                                tooltip="How overlapping windows are mixed: pyramid weights a window's middle "
                                        "frames most."),
+                io.Boolean.Input("freenoise", default=False, optional=True,
+                                 tooltip="FreeNoise: later windows start from shuffled copies of the first window's "
+                                         "noise, so a long video keeps one look (seeded: a run repeats exactly)."),
             ],
             outputs=[io.Model.Output(tooltip="For KSampler, SamplerCustom(Advanced) or the Zero-SNR V Sampler.")],
         )
 
     @classmethod
     def execute(cls, model, context_length, context_overlap, context_schedule, context_stride, closed_loop,
-                fuse_method) -> io.NodeOutput:
+                fuse_method, freenoise=False) -> io.NodeOutput:
         return io.NodeOutput(with_context_windows(model, context_length, context_overlap, context_schedule,
-                                                  context_stride, closed_loop, fuse_method))
+                                                  context_stride, closed_loop, fuse_method, freenoise))

@@ -155,3 +155,26 @@ def test_frame_init_dtype_and_errors(inputs):
         frame_init(noise, first[:, :4], 0.08)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         frame_init(noise, first, 1.5)
+
+
+def test_freenoise_reuses_the_first_windows_noise_shuffled_per_block():
+    from atomo_core.noise_init import freenoise
+
+    noise = torch.randn(40, 4, 2, 2, generator=torch.Generator().manual_seed(0))
+    out = freenoise(noise, context_length=16, context_overlap=4, seed=7)
+    assert out[:16].equal(noise[:16])  # the first window keeps its drawn noise
+    # every later block of 12 frames is a permutation of the block 16 frames before it (in the output)
+    for start in (16, 28):
+        count = min(12, 40 - start)
+        block, source = out[start : start + count], out[start - 16 : start - 16 + count]
+        matches = [[bool(b.equal(s)) for s in source] for b in block]
+        assert all(sum(row) == 1 for row in matches)  # each frame is exactly one source frame
+        assert sorted(row.index(True) for row in matches) == list(range(count))  # and each source once
+        assert not block.equal(source)  # shuffled, not copied in order
+    # every frame's noise is one of the first window's frames: one look over the whole video
+    assert all(any(f.equal(g) for g in noise[:16]) for f in out)
+    assert torch.equal(out, freenoise(noise, 16, 4, seed=7))  # seeded: a run repeats exactly
+    assert not torch.equal(out, freenoise(noise, 16, 4, seed=8))
+    assert torch.equal(freenoise(noise[:16], 16, 4, seed=7), noise[:16])  # one window: unchanged
+    with pytest.raises(ValueError, match="context_overlap .* must be smaller than context_length"):
+        freenoise(noise, 16, 16, seed=0)

@@ -41,16 +41,28 @@ def _with_module(sd15, ours, tmp_path, family="v3"):
     return ours("nodes.load_motion_module").AtomoLoadMotionModule.execute(base, f"{family}.safetensors").result[0]
 
 
-def test_core_context_windows_fail_on_the_frame_batch(sd15, ours, tmp_path):
-    """Why we have a node: core's handler looks the step up with the whole per-frame timestep vector."""
+def test_core_context_windows_on_the_frame_batch(sd15, ours, tmp_path):
+    """Why we have a node, on the ComfyUI under test. 0.3.64: core's handler looks the step up with the whole
+    per-frame timestep vector and fails. Current core (its handler takes ``freenoise``): it looks the first frame up
+    and runs, but with its causal anchor frame every window after the first is 17 frames."""
+    import inspect
+
+    import comfy.context_windows as cw
     from comfy_extras.nodes_context_windows import ContextWindowsManualNode
 
     model = _with_module(sd15, ours, tmp_path)
-    core = ContextWindowsManualNode.execute(model, WINDOW, OVERLAP, "standard_static", 1, False, "pyramid", 0)
+    options = inspect.signature(ContextWindowsManualNode.execute).parameters
+    core = ContextWindowsManualNode.execute(model, WINDOW, OVERLAP, "standard_static", 1, False, "pyramid",
+                                            *([0] if "freenoise" not in options else []),
+                                            **({"dim": 0} if "freenoise" in options else {}))
     noise = torch.randn(FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(5))
     sigma = model.get_model_object("model_sampling").sigmas[600]
-    with pytest.raises(RuntimeError, match="must match the size of tensor b"):
-        one_step(core.result[0], noise, sigma, conditioning(1), conditioning(2))
+    if "freenoise" not in inspect.signature(cw.IndexListContextHandler.__init__).parameters:
+        with pytest.raises(RuntimeError, match="must match the size of tensor b"):
+            one_step(core.result[0], noise, sigma, conditioning(1), conditioning(2))
+        return
+    _, calls = one_step(core.result[0], noise, sigma, conditioning(1), conditioning(2))
+    assert sorted({c["input"].shape[0] // 2 for c in calls}) == [WINDOW, WINDOW + 1]  # the anchor frame
 
 
 @pytest.mark.parametrize("family", ["v3", "v2", "v1"])
@@ -137,6 +149,56 @@ def test_controlnet_hints_follow_the_window(sd15, ours, tmp_path, windows):
     expected = [list(range(start, start + WINDOW)) for start in range(0, FRAMES - WINDOW + 1, step)]
     assert control.seen == expected
     assert torch.equal(control.cond_hint_original, hint) and control.cond_hint is None  # restored for the next step
+
+
+def test_per_frame_conditioning_follows_the_window(sd15, ours, tmp_path, windows):
+    """A prompt per frame (prompt travel's conditioning, frame f's rows filled with f): every window's UNet call sees
+    its own frames' rows. ComfyUI 0.3.64 left per-frame conds whole at dimension 0 (every window got rows 0..15)."""
+    model = windows(_with_module(sd15, ours, tmp_path))
+    per_frame = torch.arange(FRAMES, dtype=torch.float32).view(FRAMES, 1, 1).expand(FRAMES, 77, 768).clone()
+    noise = torch.randn(FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    _, calls = one_step(model, noise, model.get_model_object("model_sampling").sigmas[600], [[per_frame, {}]],
+                        [[torch.full((1, 77, 768), -1.0), {}]])
+    step = WINDOW - OVERLAP
+    starts = list(range(0, FRAMES - WINDOW + 1, step))
+    seen = []
+    for call in calls:
+        chunk = call["cond_or_uncond"].index(0)  # the positive chunk of this call
+        seen.append(call["context"][chunk * WINDOW : (chunk + 1) * WINDOW, 0, 0].round().long().tolist())
+    assert seen == [list(range(start, start + WINDOW)) for start in starts]
+
+
+def test_freenoise_reschedules_the_initial_noise_and_repeats(sd15, ours, tmp_path):
+    """FreeNoise on the node: the sampler starts from noise whose later windows are shuffled copies of the first
+    window's (the FreeNoise rule), the same for the same seed; without it, the noise is the sampler's own."""
+    import comfy.sample
+    import comfy.samplers
+
+    node = ours("nodes.context_windows").AtomoContextWindows
+    base = _with_module(sd15, ours, tmp_path)
+    seen = []
+
+    def record_start(model_wrap, x, sigmas, extra_args=None, callback=None, disable=None):
+        seen.append(x.clone())
+        return x
+
+    noise = torch.randn(FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    for freenoise in (True, True, False):
+        model = node.execute(base, WINDOW, OVERLAP, "standard_static", 1, False, "pyramid", freenoise).result[0]
+        sigmas = torch.tensor([1.0, 0.0])
+        comfy.sample.sample_custom(model, noise, 7.5, comfy.samplers.KSAMPLER(record_start), sigmas,
+                                   conditioning(1), conditioning(2), torch.zeros_like(noise), disable_pbar=True,
+                                   seed=7)
+    rescheduled, again, plain = (x / x[:1].std() for x in seen)  # the sampler scales the noise by sigma[0]
+    assert torch.equal(rescheduled, again)  # seeded: a run repeats exactly
+    assert torch.allclose(plain, noise / noise[:1].std(), atol=1e-5)
+    assert torch.allclose(rescheduled[:WINDOW], plain[:WINDOW], atol=1e-5)  # the first window keeps its noise
+    step = WINDOW - OVERLAP
+    for start in range(WINDOW, FRAMES, step):  # each later block is a permutation of the block a window before
+        block = rescheduled[start : start + step]
+        source = rescheduled[start - WINDOW : start - WINDOW + block.shape[0]]
+        assert sorted(block.flatten(1)[:, 0].tolist()) == pytest.approx(sorted(source.flatten(1)[:, 0].tolist()))
+    assert not torch.allclose(rescheduled[WINDOW:], plain[WINDOW:])
 
 
 def test_node_refuses_windows_the_module_cannot_take(sd15, ours, tmp_path, windows):
