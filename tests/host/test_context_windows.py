@@ -208,3 +208,30 @@ def test_node_refuses_windows_the_module_cannot_take(sd15, ours, tmp_path, windo
         windows(model, length=32)
     with pytest.raises(AtomoError, match="must be smaller than context_length"):
         windows(model, overlap=16)
+
+
+def test_windows_honour_current_cores_window_fields(ours):
+    """The newer window contract at the seam (0.3.64 cannot run it): current core builds
+    ``IndexListContextWindow(index_list, dim, total_frames)``, may set a ``causal_anchor_index`` and calls
+    ``get_tensor(full, device, dim, retain_index_list)``; our re-typed windows keep those fields and honour them."""
+    import comfy.context_windows as cw
+
+    VideoWindow = ours("nodes.context_windows").VideoWindow
+    window = cw.IndexListContextWindow([4, 5, 6, 7])
+    window.dim, window.total_frames = 0, 12  # what current core's constructor records
+    window.__class__ = VideoWindow
+    full = torch.arange(12.0).view(12, 1).expand(12, 3).clone()
+    assert window.get_tensor(full)[:, 0].tolist() == [4, 5, 6, 7] and window.total_frames == 12
+    assert window.get_tensor(full, None, 0, [0])[:, 0].tolist() == [0, 5, 6, 7]  # frame 0 retained in the window
+    assert window.get_tensor(full.T.contiguous(), None, 1)[0].tolist() == [4, 5, 6, 7]  # another dimension
+    assert window.get_tensor(full[:1])[:, 0].tolist() == [0]  # one entry for every frame stays whole
+    window.causal_anchor_index = 3  # current core's causal_window_fix: one leading anchor frame
+    assert window.get_tensor(full)[:, 0].tolist() == [3, 4, 5, 6, 7]
+    out = window.add_window(torch.zeros(12, 3), torch.ones(4, 3))
+    assert out[:, 0].tolist() == [0] * 4 + [1] * 4 + [0] * 4
+    handler = ours("nodes.context_windows").VideoContextHandler(
+        context_schedule=cw.get_matching_context_schedule("standard_static"),
+        fuse_method=cw.get_matching_fuse_method("pyramid"), context_length=4, context_overlap=1)
+    if "causal_window_fix" in ours("nodes.context_windows").HANDLER_OPTIONS:
+        assert handler.causal_window_fix is False  # AnimateDiff windows as trained, no anchor frame
+    assert handler.dim == 0
