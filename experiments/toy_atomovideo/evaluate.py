@@ -1,11 +1,12 @@
 """Sampling the trained toy models on held-out first frames, and every measurement of the report.
 
-Sampling is the trainer's ``sample.sample_clip``: DDIM on trailing timesteps with the nodes' guidance
-(``guidance.guidance_passes`` / ``combine_guidance``: ``u + s_I (i - u) + s_T (it - i)``), the given frames in the
-image channels (``conditioning.atomovideo_concat``); long videos grow with ``frame_prediction.plan_segments`` /
-``extend_video``, Predict Next Frames' own core. Fidelity is measured with the given frames left free
-(``lock_given=False``: the node's lock would make frame 0 exact by construction); frame prediction and long videos
-lock them, as the nodes do by default.
+Sampling is the trainer's ``sample.sample_clip``, which samples as the nodes do: DDIM on trailing timesteps with the
+nodes' guidance (``u + s_I (i - u) + s_T (it - i)``) and CFG rescale 0.7 on zero-terminal-SNR schedules (the sampler
+node's default), the given frames in the image channels in the module's layout (``conditioning.atomovideo_concat``),
+and the given frames locked as ComfyUI's denoise mask locks them (re-noised from their clean latent at every step).
+Long videos grow with ``frame_prediction.plan_segments`` / ``extend_video``, Predict Next Frames' own core. Motion is
+measured with the lock on (as the nodes run); fidelity with the lock on and off (off: how well the model itself
+reproduces the given frame), beside the flat mean frame and holding the given frame still.
 """
 
 from __future__ import annotations
@@ -28,14 +29,18 @@ class Sampling:
     steps: int = 20
     cfg: float = 3.0
     image_cfg: float = 1.5
+    cfg_rescale: float = 0.7  # the sampler node's default (applied with zero terminal SNR only, as there)
 
 
 class Sampler:
     """One attached model (``stage2.attached``) and the base's text encoder and codec."""
 
-    def __init__(self, base: BaseModel, model, alphas_cumprod, prediction_type: str, sampling: Sampling):
+    def __init__(self, base: BaseModel, model, alphas_cumprod, prediction_type: str, sampling: Sampling,
+                 layout: str = "given_only", zero_terminal_snr: bool = False):
         self.base, self.model, self.ab, self.prediction_type, self.sampling = (base, model, alphas_cumprod,
                                                                               prediction_type, sampling)
+        self.layout = layout
+        self.rescale = sampling.cfg_rescale if zero_terminal_snr else 0.0  # as the nodes: only with zero SNR
         self.empty = base.encode_text([""])
 
     def latents(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -53,7 +58,7 @@ class Sampler:
                           self.empty, steps=s.steps, cfg=s.cfg if cfg is None else cfg,
                           image_cfg=s.image_cfg if image_cfg is None else image_cfg,
                           prediction_type=self.prediction_type, generator=torch.Generator().manual_seed(seed),
-                          lock_given=lock)
+                          lock_given=lock, rescale=self.rescale, image_layout=self.layout)
         return self.pixels(out)
 
 
@@ -114,13 +119,29 @@ def paired_cases(count: int, frames: int, seed: int) -> list[tuple[world.Case, w
 
 
 def image_to_video(sampler: Sampler, cases: list[world.Case], frames: int, seed: int) -> dict:
+    """Held-out first frames to clips, lock on (as the nodes) and off, with the baselines: the flat mean of the given
+    frame (frame 0 and the whole clip) and the given frame held still for the whole clip."""
     rows, videos = [], []
     for i, case in enumerate(cases):
         truth = world.render(case, frames)
-        video = sampler.clip(truth[:1], frames, case.video_caption(), seed + i)
-        rows.append(video_figures(video, case, truth[0], truth))
-        videos.append(video)
-    return {"summary": _summary(rows), "rows": rows, "videos": videos}
+        locked = sampler.clip(truth[:1], frames, case.video_caption(), seed + i, lock=True)
+        free = sampler.clip(truth[:1], frames, case.video_caption(), seed + i, lock=False)
+        row = video_figures(locked, case, truth[0], truth)
+        flat = truth[0].mean(dim=(1, 2), keepdim=True).expand_as(truth[0])
+        row.update({
+            "frame0_psnr": _psnr(free[0], truth[0]), "frame0_flat_psnr": _psnr(flat, truth[0]),
+            "truth_psnr_free": _psnr(free, truth), "hold_psnr": _psnr(truth[:1].expand_as(truth), truth),
+            "flat_psnr": _psnr(flat.expand_as(truth), truth),
+            "appearance_kept": measure.appearance_kept(locked, truth[0], case),
+        })
+        rows.append(row)
+        videos.append(locked)
+    summary = _summary(rows)
+    for key in ("frame0_flat_psnr", "truth_psnr_free", "hold_psnr", "flat_psnr"):
+        summary[key] = _mean(r[key] for r in rows)
+    summary["appearance_kept"] = _mean(float(r["appearance_kept"]) for r in rows)
+    summary["median_along"] = sorted(r["along"] for r in rows)[len(rows) // 2]
+    return {"summary": summary, "rows": rows, "videos": videos}
 
 
 def text_control(sampler: Sampler, pairs, frames: int, seed: int) -> dict:
@@ -133,8 +154,12 @@ def text_control(sampler: Sampler, pairs, frames: int, seed: int) -> dict:
         a, b = video_figures(video_a, case, image[0]), video_figures(video_b, other, image[0])
         videos.append((video_a, video_b))
         rows.append({"a": a, "b": b, "both_ok": a["direction_ok"] and b["direction_ok"],
-                     "separation": a["along"] + b["along"]})  # along each caption's axis; 2.0 = both at true speed
-    return {"both_correct": _mean(float(r["both_ok"]) for r in rows),
+                     "separation": a["along"] + b["along"],  # along each caption's axis; 2.0 = both at true speed
+                     # each clip moves along its own caption's direction (the captions are opposite), and moves
+                     "opposite_ways": a["along"] > 0 and b["along"] > 0 and a["speed"] >= measure.MIN_SPEED
+                     and b["speed"] >= measure.MIN_SPEED})
+    return {"opposite_ways": _mean(float(r["opposite_ways"]) for r in rows),
+            "both_correct": _mean(float(r["both_ok"]) for r in rows),
             "each_correct": _mean([float(r["a"]["direction_ok"]) for r in rows] +
                                   [float(r["b"]["direction_ok"]) for r in rows]),
             "separation": _mean(r["separation"] for r in rows), "count": len(rows), "rows": rows, "videos": videos}

@@ -34,9 +34,20 @@ def _peak_offset(values: torch.Tensor, i: int) -> float:
     return 0.0 if abs(denominator) < 1e-12 else max(-0.5, min(0.5, 0.5 * (a - c) / denominator))
 
 
-def track(video: torch.Tensor, reference: torch.Tensor, case: world.Case) -> torch.Tensor:
+APPEARANCE_MSE = 0.02  # per RGB channel over the shape (an RMS of 0.14): the given shape is still there, recognisably
+
+
+def appearance_kept(video: torch.Tensor, reference: torch.Tensor, case: world.Case) -> bool:
+    """Whether the given frame's shape is found in every frame: at the tracked position the shape's pixels differ from
+    the reference's by at most ``APPEARANCE_MSE`` (mean squared, per channel)."""
+    _, residual = track(video, reference, case, with_residual=True)
+    return bool(residual.max() <= APPEARANCE_MSE)
+
+
+def track(video: torch.Tensor, reference: torch.Tensor, case: world.Case, with_residual: bool = False):
     """``video [F, 3, H, W]`` and ``reference [3, H, W]`` (0..1, the shape of ``case`` at its start in the
-    reference) -> the shape's centre ``[F, 2]`` (x, y, pixels) in every frame.
+    reference) -> the shape's centre ``[F, 2]`` (x, y, pixels) in every frame (and, ``with_residual``, the mean
+    squared difference per channel between the shape's pixels and the frame there, ``[F]``).
 
     The template is the reference's pixels under the shape's known mask (the background does not move with the
     shape, so it is left out); the score is the masked sum of squared differences, so the shape's colour counts
@@ -60,13 +71,14 @@ def track(video: torch.Tensor, reference: torch.Tensor, case: world.Case) -> tor
     squares = F.conv2d(frames**2, weight.expand(3, -1, -1).unsqueeze(0))[:, 0]
     cross = F.conv2d(frames, kernel)[:, 0]
     score = -(squares - 2 * cross + (template**2 * weight).sum())
+    residual = (-score.flatten(1).amax(1)).clamp_min(0) / (3 * weight.sum())
     positions = []
     for f in range(score.shape[0]):
         s = score[f]
         iy, ix = divmod(int(s.argmax()), s.shape[1])
         ox, oy = _peak_offset(s[iy], ix), _peak_offset(s[:, ix], iy)
         positions.append(((ix + ox + 0.5) / UP + delta[0], (iy + oy + 0.5) / UP + delta[1]))
-    return torch.tensor(positions)
+    return (torch.tensor(positions), residual) if with_residual else torch.tensor(positions)
 
 
 def velocity(positions: torch.Tensor, frames: list[int] | None = None) -> tuple[float, float]:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from . import world
+from . import gates, world
 
 SCALE = 5  # a 16-pixel frame is drawn 80 pixels wide
 LABEL = 150
@@ -102,7 +102,7 @@ def _smooth(values: list[float], window: int) -> list[float]:
 def loss_plot(losses: dict[str, list[float]]) -> Image.Image:
     """Stage 1's training loss; each stage-2 run's training loss (grey: per step, blue: running mean) and its
     held-out loss (orange: the fixed held-out batch, stretched over the same steps)."""
-    panels = [("stage 1: image model (epsilon loss)", losses["stage1"], None),
+    panels = [("stage 1: image model", losses["stage1"], None),
               ("stage 2: v-pred + ZTSNR (v loss)", losses["v_ztsnr"]["train"], losses["v_ztsnr"]["held_out"]),
               ("stage 2: epsilon (epsilon loss)", losses["eps"]["train"], losses["eps"]["held_out"])]
     width, height = 960, 260
@@ -147,10 +147,6 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _verdict(holds: bool, text: str) -> str:
-    return f"- **{'holds' if holds else 'does not hold'}**: {text}"
-
-
 def _mean_first_last(values: list[float], share: float = 0.1) -> tuple[float, float]:
     k = max(1, int(len(values) * share))
     return sum(values[:k]) / k, sum(values[-k:]) / k
@@ -160,201 +156,218 @@ def _held_out_change(points: list[list[float]]) -> list[float]:
     return [points[0][1], points[-1][1], points[-1][1] / points[0][1]]
 
 
+def _verdict(holds: bool, text: str) -> str:
+    return f"- **{'holds' if holds else 'does not hold'}**: {text}"
+
+
+def verdicts_list(results: dict) -> list[dict]:
+    """``[{"property", "holds", "figure", "criterion"}]``: what ``results.json`` records and the report states."""
+    m, t = results["models"], results["truth"]
+    v_i2v, e_i2v, u_i2v = (m[k]["image_to_video"]["summary"] for k in ("v_ztsnr", "eps", "untrained"))
+    probe = m["v_ztsnr"]["probe_held_out"]
+    pure = max(probe, key=lambda k: int(k[1:]))
+    p = probe[pure]
+    out = [{
+        "property": "given_frame_used", "holds": p["with_image"] <= 0.5 * p["without_image"] and
+        p["with_image"] < p["copy_given"],
+        "figure": f"probe at the pure-noise step, held-out clips: with the image {p['with_image']:.4f}, without "
+                  f"{p['without_image']:.4f} ({p['image_gain']:.2f}x), copying the given frame {p['copy_given']:.4f}, "
+                  f"the mean frame {p['mean_frame']:.4f}",
+        "criterion": "with the image at most half of without it, and below copying the given frame"}]
+    out.append({
+        "property": "motion_direction", "holds": v_i2v["direction_accuracy"] >= 0.75 and
+        0.7 <= v_i2v["median_along"] <= 1.3,
+        "figure": f"sampled held-out clips, lock on: direction right in {v_i2v['direction_accuracy']:.0%} (epsilon "
+                  f"{e_i2v['direction_accuracy']:.0%}, untrained {u_i2v['direction_accuracy']:.0%}, truth "
+                  f"{t['direction_accuracy']:.0%}); median speed along the caption {v_i2v['median_along']:.2f} of the "
+                  "truth",
+        "criterion": "direction right in at least 75 % of clips (chance 25 %) and median speed along the caption "
+                     "0.7-1.3 of the truth"})
+    out.append({
+        "property": "appearance_kept", "holds": v_i2v["appearance_kept"] >= 0.9,
+        "figure": f"the given frame's shape found in every frame of {v_i2v['appearance_kept']:.0%} of clips (epsilon "
+                  f"{e_i2v['appearance_kept']:.0%}, untrained {u_i2v['appearance_kept']:.0%}, truth 100 %)",
+        "criterion": "at least 90 % of clips"})
+    out.append({
+        "property": "temporal_consistency", "holds": v_i2v["warp_error"] <= 2 * t["warp_error"] + 0.02,
+        "figure": f"warp error {v_i2v['warp_error']:.4f} (truth {t['warp_error']:.4f}, epsilon "
+                  f"{e_i2v['warp_error']:.4f}, untrained {u_i2v['warp_error']:.4f})",
+        "criterion": "at most twice the truth's plus 0.02"})
+    fp = m["v_ztsnr"]["frame_prediction"]["summary"]
+    out.append({
+        "property": "frame_prediction", "holds": fp["direction_accuracy"] >= 0.75,
+        "figure": f"continuations of {results['settings']['given']} true frames keep the direction in "
+                  f"{fp['direction_accuracy']:.0%} (epsilon {m['eps']['frame_prediction']['summary']['direction_accuracy']:.0%}, "
+                  f"untrained {m['untrained']['frame_prediction']['summary']['direction_accuracy']:.0%}); new frames "
+                  f"{fp['new_psnr']:.1f} dB against the truth, holding the last given frame {fp['hold_last_psnr']:.1f} dB",
+        "criterion": "direction kept in at least 75 % of continuations"})
+    tc = m["v_ztsnr"]["text_control"]
+    out.append({
+        "property": "text_control", "holds": tc["opposite_ways"] >= 0.5,
+        "figure": f"one image, opposite captions: they move opposite ways for {tc['opposite_ways']:.0%} of images "
+                  f"(epsilon {m['eps']['text_control']['opposite_ways']:.0%}, untrained "
+                  f"{m['untrained']['text_control']['opposite_ways']:.0%})",
+        "criterion": "at least half of the images"})
+    ahead = [name for name, a, b in (("direction", v_i2v["direction_accuracy"], e_i2v["direction_accuracy"]),
+                                     ("speed along the caption", v_i2v["along"], e_i2v["along"]),
+                                     ("clip PSNR, lock on", v_i2v["truth_psnr"], e_i2v["truth_psnr"]),
+                                     ("clip PSNR, lock off", v_i2v["truth_psnr_free"], e_i2v["truth_psnr_free"]),
+                                     ("appearance kept", v_i2v["appearance_kept"], e_i2v["appearance_kept"]))
+             if a > b]
+    pe = m["eps"]["probe_held_out"]
+    pe = pe[max(pe, key=lambda k: int(k[1:]))]
+    out.append({
+        "property": "v_prediction_zero_snr_beats_epsilon", "holds": len(ahead) >= 3,
+        "figure": f"v-pred + ZTSNR ahead on {len(ahead)} of 5 sampled figures ({', '.join(ahead) or 'none'}); probe "
+                  f"at the pure-noise step with the image {p['with_image']:.4f} against epsilon's {pe['with_image']:.4f}",
+        "criterion": "ahead on at least 3 of the 5 sampled figures"})
+    return out
+
+
+def _rung_lines(results: dict) -> list[str]:
+    lines = []
+    for i, r in enumerate(results["ladder"], 1):
+        text = f"rung {i}, {r['rung']}: {r['figures']}"
+        if r["why"]:
+            text += f". Fails because {r['why']}"
+        lines.append(_verdict(r["holds"], text + "."))
+    return lines
+
+
+def _probe_rows(results: dict, part: str) -> list[list]:
+    rows = []
+    for name in ("v_ztsnr", "eps", "untrained"):
+        for key, p in results["models"][name][part].items():
+            rows.append([NAMES[name], key, p["with_image"], p["without_image"], p["copy_given"], p["mean_frame"],
+                         p.get("direction_ok"), p.get("along"), p.get("opposite_along")])
+    return rows
+
+
 def markdown(results: dict) -> str:
-    s, m = results["settings"], results["models"]
+    s, m, r = results["settings"], results["models"], results["recipe"]
     secs, mach = results["seconds"], results["machine"]
     i2v = {k: v["image_to_video"]["summary"] for k, v in m.items()}
+    base, g = results["base"], results["base"]["samples"]
     out = [
-        "# Toy AtomoVideo: the recipe trained and measured end to end",
+        "# Toy AtomoVideo: does the recipe learn?",
         "",
-        f"Generated by `python -m experiments.toy_atomovideo{' --reduced' if s['stage2_steps'] < 100 else ''}` in "
-        f"{secs['total'] / 60:.1f} min on {mach['cpu']} ({mach['threads']} threads, torch {mach['torch']}): stage 1 "
-        f"{secs['stage1'] / 60:.1f} min, stage 2 {secs['stage2_v_ztsnr'] / 60:.1f} + {secs['stage2_eps'] / 60:.1f} "
-        f"min, evaluation {secs['evaluation'] / 60:.1f} min. Every figure below is in `results.json`, per case.",
+        f"Generated by `python -m experiments.toy_atomovideo{' --reduced' if s['stage2_steps'] < 100 else ''}"
+        f"{' --seed ' + str(s['seed']) if s['seed'] else ''}` (seed {s['seed']}) on "
+        f"{mach['cpu']} ({mach['threads']} threads, torch {mach['torch']}): the study's work took "
+        f"{secs['total'] / 60:.1f} min (stage 1 {secs['stage1'] / 60:.1f}, memorise {secs['memorise'] / 60:.1f}, "
+        f"stage 2 {secs['stage2_v_ztsnr'] / 60:.1f} + {secs['stage2_eps'] / 60:.1f}, evaluation "
+        f"{secs['evaluation'] / 60:.1f}); this invocation {secs['this_run'] / 60:.1f} min (cached stages reused). "
+        "Every figure is in `results.json`, per case.",
+        "",
+        "## Verdicts",
+        "",
+        *[_verdict(v["holds"], f"`{v['property']}`: {v['figure']} (criterion: {v['criterion']}).")
+          for v in results["verdicts"]],
         "",
         "## Set-up",
         "",
         f"- **World** (`world.py`): a textured shape on a textured background, {world.SIZE}x{world.SIZE} pixels, "
         "moving in one of four directions at 0.5 (\"slowly\") or 1.0 (\"fast\") px/frame, rendered at 4x and "
-        "box-filtered so sub-pixel motion is exact. Captions: `moves left fast a red square on stripes`. Held out: "
-        f"the shapes {', '.join(world.HELD_OUT_SHAPES)} and the background {', '.join(world.HELD_OUT_BACKGROUNDS)} "
-        f"(training has {', '.join(world.TRAIN_SHAPES)} on {', '.join(world.TRAIN_BACKGROUNDS)}). Every evaluated "
-        "first frame is held out.",
-        "- **Space**: latents are the pixels (`toybase.LinearCodec`, a fixed orthogonal RGB -> 4-channel map, no "
-        "spatial factor), so the truth is exact and no autoencoder error or training time sits in between.",
-        f"- **Stage 1**: a diffusers `UNet2DConditionModel` of SD-1.5's layout (widths 32 per level) under a frozen "
-        f"random 2-layer CLIP text model, trained as SD-1.5 was (epsilon, `scaled_linear`, 10 % empty captions), "
-        f"{s['stage1_steps']} steps of {s['stage1_batch']} frames. Then frozen.",
-        f"- **Stage 2**: our trainer (`build_trainable`, `train_step`, the `Objective`): the AtomoVideo module "
-        f"(temporal convolutions + temporal attention at the host's sites) and the 5 image channels of `conv_in`, "
-        f"{s['stage2_steps']} steps of {s['batch']} clips x {s['frames']} frames, AdamW {s['lr']:g} with warm-up and "
-        f"cosine decay, 1..{min(3, s['frames'] - 1)} given frames, dropout text 10 % / image 10 % / both 5 %. Run **v-pred + ZTSNR**: "
-        "v-prediction on zero-terminal-SNR `scaled_linear`. Run **epsilon**: epsilon on plain `scaled_linear`. Same "
-        "data, seed and budget.",
-        "- **Baseline untrained layers**: the module at initialisation (the identity: zero output projections, zero "
-        "image channels), sampled as the base was trained (epsilon), i.e. the image model drawing each frame.",
-        f"- **Sampling**: `sample_clip` (DDIM, trailing steps, the nodes' image/text guidance), {s['sampling_steps']} "
-        f"steps, cfg {s['cfg']:g}, image_cfg {s['image_cfg']:g} unless stated. Fidelity is measured with the given "
-        "frame free (the nodes' lock would make it exact by construction).",
-        "- **Motion truth** (`measure.py`): the given frame's shape is tracked through every frame (masked "
-        "sum-of-squared-differences template match on a 4x upsampled copy, sub-pixel peak); the velocity is the "
-        "least-squares slope. Direction right = within 45 degrees and at least 0.1 px/frame. Warp error, flicker and "
-        "adjacent SSIM come from `atomo_core.metrics` (at a 64-pixel working size).",
-        "",
-        f"The tracker on rendered truth ({results['tracker']['count']} held-out clips): direction right "
-        f"{results['tracker']['direction_accuracy']:.0%}, velocity error {results['tracker']['velocity_error_mean']:.3f} "
+        "box-filtered. Captions: `moves left fast a red square on stripes`. Held out: the shapes "
+        f"{', '.join(world.HELD_OUT_SHAPES)} and the background {', '.join(world.HELD_OUT_BACKGROUNDS)}. "
+        "**Changed from the first study**: a moving shape leaves a fading trail over where it was in the last "
+        f"{world.TRAIL_FRAMES:g} frames (opacity {world.TRAIL_OPACITY:g} at its edge), as a long exposure of a moving "
+        "thing looks; it starts at rest, so frame 0 (the image a video starts from) has none. Before, no single "
+        "frame showed what a motion word means, so no image model could learn it and the motion words reached the "
+        "temporal layers only by accident (features changed by ~4 % between opposite captions). The tracker was "
+        "re-checked on the new frames (below).",
+        "- **Space**: latents are the pixels (`toybase.LinearCodec`), so the truth is exact.",
+        f"- **Stage 1, the base**: a diffusers `UNet2DConditionModel` of SD-1.5's layout (widths 32) under a frozen "
+        f"random CLIP text model (captions in {16} tokens), trained on single frames of training clips with their "
+        f"captions, {s['stage1_steps']} steps of {s['stage1_batch']}, {s['stage1_prediction']} on zero-terminal-SNR "
+        f"`scaled_linear`, EMA {s['stage1_ema']}, 10 % empty captions. Why: at the first study's budget an epsilon "
+        "base drew colour noise in ~29 % of samples; v-prediction on zero terminal SNR removes the pure-noise step's "
+        "blow-up and the EMA the last steps' jitter, at no extra cost (the gates below).",
+        f"- **Stage 2, the recipe** (`run.RECIPE`, picked by the ablations): the trainer's `build_trainable` and "
+        f"`train_step` on the frozen base, {s['stage2_steps']} steps of {s['batch']} clips x {s['frames']} frames, "
+        f"AdamW {r['learning_rate']:g}, {r['lr_schedule']} with warm-up, image layout `{r['image_layout']}`, conv_in "
+        f"image channels start {r['image_channels']}, temporal outputs {r['temporal_out']}, timesteps "
+        f"{r['timestep_sampling']}, loss on given frames {r['loss_on_given']}, 1..3 given frames, dropout text 10 % / "
+        "image 10 % / both 5 %. Runs: **v-pred + ZTSNR** and **epsilon** (plain `scaled_linear`), same budget.",
+        "- **Untrained layers**: the module at initialisation (the identity), sampled as the base was trained.",
+        f"- **Sampling as the nodes**: `sample_clip`, DDIM on trailing steps ({s['sampling_steps']}), cfg {s['cfg']:g}, "
+        f"image_cfg {s['image_cfg']:g}, CFG rescale {s['cfg_rescale']:g} (zero SNR only), the given frames locked as "
+        "ComfyUI's denoise mask locks them (re-noised with the sampler's noise every step).",
+        f"- **Tracker** on rendered truth ({results['tracker']['count']} held-out clips, trails included): direction "
+        f"right {results['tracker']['direction_accuracy']:.0%}, velocity error {results['tracker']['velocity_error_mean']:.3f} "
         f"px/frame on average, {results['tracker']['velocity_error_max']:.3f} at most.",
         "",
-        "## Training",
+        "## The base and its gates",
         "",
-        "![loss curves](loss_curves.png)",
+        "![image model samples](image_model_samples.png)",
         "",
+        _table(["gate", "samples", "truth", "criterion", "passes"],
+               [[name, g[name], base["truth"].get(name, 0.0 if name == "noise_like" else None),
+                 f"{op} {threshold:g}", g["gates"][name]] for name, op, threshold in gates.GATES]), "",
+        f"{g['count']} text-to-image samples (cfg 3) of training captions. Saturation {g['saturation']:.3f} against "
+        f"{base['truth']['saturation']:.3f} in the data. What the gate figures mean: `gates.py`. The motion words "
+        "at the temporal layers' sites (relative feature change, opposite direction / empty prompt): "
+        + "; ".join(f"{k}: {v['opposite']:.1%} / {v['empty']:.1%}" for k, v in base["motion_words"].items()) + ".",
+        "",
+        "## The ladder",
+        "",
+        *_rung_lines(results), "",
+        "The learning probe (`atomo_core.training.probe`, the same the trainer logs) on held-out clips; tracked motion "
+        "at the pure-noise step only (at lower steps the noisy input already holds the true frames):", "",
+        _table(["model", "step", "with image", "without", "copy given", "mean frame", "direction right",
+                "speed along caption", "same, opposite caption"], _probe_rows(results, "probe_held_out")), "",
+        "## Training", "", "![loss curves](loss_curves.png)", "",
     ]
-    loss_rows = []
-    for key, label in (("stage1", "stage 1 (epsilon)"), ("v_ztsnr", "stage 2 v-pred + ZTSNR (v)"),
-                       ("eps", "stage 2 epsilon (epsilon)")):
-        train = results["losses"][key] if key == "stage1" else results["losses"][key]["train"]
-        first, last = _mean_first_last(train)
-        held = [None, None, None] if key == "stage1" else _held_out_change(results["losses"][key]["held_out"])
-        loss_rows.append([label, first, last, last / first, *held])
-    out += [_table(["run", "training loss, first 10 %", "last 10 %", "ratio", "held-out loss at start", "at end",
-                    "ratio"], loss_rows), "",
-            f"The held-out loss is the trainer's loss on a fixed batch of {8} held-out clips with fixed timesteps, "
-            "noise, given frames and dropout. The two stage-2 losses have different targets (v and epsilon), so their "
-            "levels are not comparable; each is compared with its own start.", ""]
-
+    if "ablations" in results:
+        a = results["ablations"]
+        rows = [[label, row["base"], row["probe"]["with_image"], row["probe"]["copy_given"], row["probe"]["without_image"],
+                 row["probe"]["direction_ok"], row["sampled"]["direction_accuracy"], row["sampled"]["median_along"],
+                 row["sampled"]["appearance_kept"], row["sampled"]["warp_error"]] for label, row in a["table"].items()]
+        out += ["## Ablations (the choices the paper leaves open)", "",
+                f"Each row changes one thing from the recipe; all {a['steps']} stage-2 steps, the same seed and data "
+                f"(`python -m experiments.toy_atomovideo --ablations`); the probe at the pure-noise step on "
+                f"{a['settings']['ablation_cases']} held-out clips, then {a['settings']['ablation_cases']} sampled "
+                "held-out clips (lock on).", "",
+                _table(["variant", "base", "probe: with image", "copy given", "without image", "probe direction",
+                        "sampled direction", "median speed along", "appearance kept", "warp error"], rows), ""]
     out += ["## Image to video (held-out first frames)", "", "![image to video](image_to_video.png)", ""]
-    header = ["model", "frame 0 PSNR (dB)", "direction right", "speed error", "speed along truth", "PSNR vs true clip",
-              "warp error", "flicker", "adjacent SSIM"]
-    rows = [["truth", None, results["truth"]["direction_accuracy"], results["truth"]["speed_error"],
-             results["truth"]["along"], None, results["truth"]["warp_error"], results["truth"]["flicker"],
-             results["truth"]["adjacent_ssim"]]]
+    t = results["truth"]
+    rows = [["truth", None, None, None, t["direction_accuracy"], t["along"], 1.0, t["warp_error"]]]
     for k in ("v_ztsnr", "eps", "untrained"):
-        r = i2v[k]
-        rows.append([NAMES[k], r["frame0_psnr"], r["direction_accuracy"], r["speed_error"], r["along"],
-                     r["truth_psnr"], r["warp_error"], r["flicker"], r["adjacent_ssim"]])
-    out += [_table(header, rows), "",
-            f"{i2v['v_ztsnr']['count']} clips per row. \"Speed along truth\" is the tracked velocity's component "
-            "along the caption's direction over the caption's speed (1.0 = exact, 0 = still, negative = backwards).",
-            ""]
-
-    out += ["## Text guidance: one image, two captions", "", "![text control](text_control.png)", ""]
-    rows = [[NAMES[k], m[k]["text_control"]["both_correct"], m[k]["text_control"]["each_correct"],
-             m[k]["text_control"]["separation"]] for k in ("v_ztsnr", "eps", "untrained")]
-    out += [_table(["model", "both captions obeyed", "each caption obeyed", "separation (2.0 = both at true speed)"],
-                   rows), "",
-            f"{m['v_ztsnr']['text_control']['count']} held-out images, each sampled with the same noise and its "
-            "caption's direction and the opposite one (left/right or up/down, slowly).", ""]
-
+        x = i2v[k]
+        rows.append([NAMES[k], x["frame0_psnr"], x["truth_psnr"], x["truth_psnr_free"], x["direction_accuracy"],
+                     x["median_along"], x["appearance_kept"], x["warp_error"]])
+    x = i2v["v_ztsnr"]
+    rows.append(["flat mean of the given frame", x["frame0_flat_psnr"], x["flat_psnr"], x["flat_psnr"], None, None,
+                 None, None])
+    rows.append(["the given frame held still", None, x["hold_psnr"], x["hold_psnr"], 0.0, 0.0, 1.0, 0.0])
+    out += [_table(["model", "frame 0 PSNR, lock off", "clip PSNR, lock on", "clip PSNR, lock off",
+                    "direction right", "median speed along", "appearance kept", "warp error"], rows), "",
+            f"{x['count']} clips per row (dB against the true clip).", ""]
+    out += ["## Text control: one image, two captions", "", "![text control](text_control.png)", "",
+            _table(["model", "opposite ways", "both captions obeyed", "separation (2.0 = both at true speed)"],
+                   [[NAMES[k], m[k]["text_control"]["opposite_ways"], m[k]["text_control"]["both_correct"],
+                     m[k]["text_control"]["separation"]] for k in ("v_ztsnr", "eps", "untrained")]), ""]
     out += ["## Image and text guidance scales", ""]
     for k in ("v_ztsnr", "eps"):
         grid = m[k]["guidance"]
-        rows = [[f"{g['cfg']:g}", f"{g['image_cfg']:g}", g["frame0_psnr"], g["retention_ssim_mean"],
-                 g["direction_accuracy"], g["along"], g["warp_error"]] for g in grid.values()]
-        out += [f"**{NAMES[k]}** ({next(iter(grid.values()))['count']} clips per setting)", "",
-                _table(["cfg (text)", "image_cfg", "frame 0 PSNR", "SSIM to the image, mean", "direction right",
-                        "speed along truth", "warp error"], rows), ""]
-
-    out += ["## Frame prediction", ""]
-    rows = []
-    for k in ("v_ztsnr", "eps", "untrained"):
-        r = m[k]["frame_prediction"]["summary"]
-        rows.append([NAMES[k], r["direction_accuracy"], r["speed_error"], r["along"], r["new_psnr"],
-                     r["hold_last_psnr"]])
-    out += [_table(["model", "direction right", "speed error", "speed along truth", "new frames PSNR vs truth",
-                    "hold-last-frame PSNR"], rows), "",
-            f"The first {s['given']} true frames given (locked), {s['frames'] - s['given']} predicted; velocity fitted "
-            "over the last given frame and the new ones.", ""]
-
-    out += ["## Long video by iteration", "", "![long video](long_video.png)", ""]
-    rows = []
-    for k in ("v_ztsnr", "eps"):
-        r = m[k]["long_video"]["summary"]
-        rows.append([NAMES[k], r["direction_accuracy"], r["segments_direction_ok"], r["along"],
-                     r["last_segment_along"], r["pixel_seam_ratio"], r["motion_step_seam"], r["motion_step_inside"]])
-    out += [_table(["model", "direction right (whole)", "segments moving right way", "speed along truth (whole)",
-                    "last segment speed along truth", "frame-difference seam / inside", "tracked step at seams (px)",
-                    "tracked step inside (px)"], rows), "",
-            f"{m['v_ztsnr']['long_video']['summary']['count']} held-out images (slowly), {s['frames']} frames from the "
-            f"image, then segments of {s['given']} given + {s['frames'] - s['given']} new to {s['long_total']} "
-            "frames.", ""]
-
-    out += ["## Verdicts", "", *verdicts(results), ""]
+        out += [f"**{NAMES[k]}**", "", _table(["cfg", "image_cfg", "frame 0 PSNR (lock off)", "direction right",
+                                                "speed along", "warp error"],
+                                               [[f"{q['cfg']:g}", f"{q['image_cfg']:g}", q["frame0_psnr"],
+                                                 q["direction_accuracy"], q["along"], q["warp_error"]]
+                                                for q in grid.values()]), ""]
+    out += ["## Frame prediction and long videos", "", "![long video](long_video.png)", ""]
+    rows = [[NAMES[k], m[k]["frame_prediction"]["summary"]["direction_accuracy"], m[k]["frame_prediction"]["summary"]
+             ["new_psnr"], m[k]["frame_prediction"]["summary"]["hold_last_psnr"],
+             m[k]["long_video"]["summary"]["segments_direction_ok"] if "long_video" in m[k] else None,
+             m[k]["long_video"]["summary"]["pixel_seam_ratio"] if "long_video" in m[k] else None]
+            for k in ("v_ztsnr", "eps", "untrained")]
+    out += [_table(["model", "continuation direction right", "new frames PSNR", "hold last frame PSNR",
+                    "long video: segments moving right", "seam / inside frame difference"], rows), ""]
     return "\n".join(out)
 
 
-def verdicts(results: dict) -> list[str]:
-    m, t = results["models"], results["truth"]
-    i2v = {k: v["image_to_video"]["summary"] for k, v in m.items()}
-    v, e, u = i2v["v_ztsnr"], i2v["eps"], i2v["untrained"]
-    first, last = _mean_first_last(results["losses"]["stage1"])
-    lines = [_verdict(last < first, f"stage 1 loss falls: {first:.4f} -> {last:.4f} (first/last 10 % of steps).")]
-    for key, label in (("v_ztsnr", "stage 2 v-pred + ZTSNR"), ("eps", "stage 2 epsilon")):
-        start, end, ratio = _held_out_change(results["losses"][key]["held_out"])
-        lines.append(_verdict(end < start, f"{label} held-out loss falls: {start:.4f} -> {end:.4f} ({ratio:.2f}x)."))
-    lines.append(_verdict(v["frame0_psnr"] > u["frame0_psnr"] + 3,
-                          f"first-frame fidelity: frame 0 at {v['frame0_psnr']:.1f} dB (v-pred) and "
-                          f"{e['frame0_psnr']:.1f} dB (epsilon) against {u['frame0_psnr']:.1f} dB untrained "
-                          "(criterion: 3 dB better)."))
-    lines.append(_verdict(v["direction_accuracy"] >= 0.75,
-                          f"motion follows the caption: direction right in {v['direction_accuracy']:.0%} of clips "
-                          f"(epsilon {e['direction_accuracy']:.0%}, untrained {u['direction_accuracy']:.0%}; chance is "
-                          f"at most 25 %); speed error {v['speed_error']:.2f} (epsilon {e['speed_error']:.2f}) "
-                          "(criterion: 75 %)."))
-    lines.append(_verdict(v["warp_error"] <= 2 * t["warp_error"] + 1 and v["flicker"] >= t["flicker"] - 0.01,
-                          f"temporal consistency: warp error {v['warp_error']:.2f} (truth {t['warp_error']:.2f}, "
-                          f"epsilon {e['warp_error']:.2f}, untrained {u['warp_error']:.2f}), flicker score "
-                          f"{v['flicker']:.4f} (truth {t['flicker']:.4f}) (criterion: warp error at most twice the "
-                          "truth's + 1, flicker within 0.01 of it)."))
-    tc = m["v_ztsnr"]["text_control"]
-    lines.append(_verdict(tc["both_correct"] >= 0.5,
-                          f"text guidance: both opposite captions obeyed for {tc['both_correct']:.0%} of images "
-                          f"(epsilon {m['eps']['text_control']['both_correct']:.0%}, untrained "
-                          f"{m['untrained']['text_control']['both_correct']:.0%}; chance about 6 %) "
-                          "(criterion: half)."))
-    for k in ("v_ztsnr", "eps"):
-        grid = list(m[k]["guidance"].values())
-        cfgs = sorted({g["cfg"] for g in grid})
-        images = sorted({g["image_cfg"] for g in grid})
-
-        def at(cfg, image, field, _grid=grid):
-            return next(g[field] for g in _grid if g["cfg"] == cfg and g["image_cfg"] == image)
-
-        image_effect = [at(c, images[-1], "frame0_psnr") - at(c, images[0], "frame0_psnr") for c in cfgs]
-        text_effect = [at(cfgs[-1], i, "along") - at(cfgs[0], i, "along") for i in images]
-        lines.append(_verdict(all(d > 0 for d in image_effect),
-                              f"{NAMES[k]}: raising image_cfg {images[0]:g} -> {images[-1]:g} raises frame-0 PSNR "
-                              f"by {', '.join(f'{d:+.1f}' for d in image_effect)} dB (at cfg "
-                              f"{', '.join(f'{c:g}' for c in cfgs)})."))
-        lines.append(_verdict(all(d > 0 for d in text_effect),
-                              f"{NAMES[k]}: raising cfg {cfgs[0]:g} -> {cfgs[-1]:g} raises the speed along the "
-                              f"caption by {', '.join(f'{d:+.2f}' for d in text_effect)} (at image_cfg "
-                              f"{', '.join(f'{i:g}' for i in images)})."))
-    fp, fpu = m["v_ztsnr"]["frame_prediction"]["summary"], m["untrained"]["frame_prediction"]["summary"]
-    lines.append(_verdict(fp["direction_accuracy"] >= 0.75 and fp["new_psnr"] > fpu["new_psnr"],
-                          f"frame prediction keeps the velocity: direction right {fp['direction_accuracy']:.0%}, speed "
-                          f"along truth {fp['along']:.2f}; new frames at {fp['new_psnr']:.1f} dB against the truth "
-                          f"(untrained {fpu['new_psnr']:.1f} dB, holding the last frame {fp['hold_last_psnr']:.1f} "
-                          "dB)."))
-    lv = m["v_ztsnr"]["long_video"]["summary"]
-    lines.append(_verdict(lv["segments_direction_ok"] >= 0.75 and lv["last_segment_along"] > 0.25,
-                          f"a {results['settings']['long_total']}-frame video by iteration keeps moving: "
-                          f"{lv['segments_direction_ok']:.0%} of segments move the right way, the last segment at "
-                          f"{lv['last_segment_along']:.2f} of the true speed."))
-    lines.append(_verdict(lv["pixel_seam_ratio"] <= 1.25,
-                          f"seams are no worse than inside a segment: frame difference at seams / inside "
-                          f"{lv['pixel_seam_ratio']:.2f}; tracked step {lv['motion_step_seam']:.2f} px at seams, "
-                          f"{lv['motion_step_inside']:.2f} px inside (criterion: ratio at most 1.25)."))
-    better = [name for name, a, b in (("frame-0 PSNR", v["frame0_psnr"], e["frame0_psnr"]),
-                                      ("direction", v["direction_accuracy"], e["direction_accuracy"]),
-                                      ("speed along truth", v["along"], e["along"]),
-                                      ("PSNR vs true clip", v["truth_psnr"], e["truth_psnr"])) if a > b]
-    lines.append(f"- **v-pred + ZTSNR vs epsilon**: v-pred is ahead on {len(better)} of 4 image-to-video figures "
-                 f"({', '.join(better) or 'none'}); see the tables for the sizes of the differences.")
-    return lines
-
-
-def write(out: str, results: dict, strips: dict, cases, pairs, image_samples: torch.Tensor) -> None:
+def write(out: str, results: dict, strips: dict, cases, pairs, image_samples: torch.Tensor, sample_cases) -> None:
     loss_plot(results["losses"]).save(os.path.join(out, "loss_curves.png"))
     frames = results["settings"]["frames"]
     rows = []
@@ -378,7 +391,27 @@ def write(out: str, results: dict, strips: dict, cases, pairs, image_samples: to
     _stack([("image model\n(stage 1) samples", _frames_row(image_samples))]).save(
         os.path.join(out, "image_model_samples.png"))
     with open(os.path.join(out, "report.md"), "w") as f:
-        f.write(markdown(results) + "\n\n![image model samples](image_model_samples.png)\n\nStage 1's image model "
-                "alone (text to image, cfg 3): four captions of held-out shapes, then four of training shapes.\n")
+        f.write(markdown(results) + "\n\nThe image model's samples above: "
+                + "; ".join(f"`{c.video_caption()}`" for c in sample_cases) + ".\n")
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(jsonable(results), f, indent=1)
+
+
+def rewrite(out: str) -> dict:
+    """Re-write ``report.md`` and ``results.json`` from the saved results, with ``ablations.json`` if it is there
+    (``--ablations`` after the main run): nothing is trained or sampled again, the figures stay."""
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    path = os.path.join(out, "ablations.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            results["ablations"] = json.load(f)
+    results["verdicts"] = verdicts_list(results)
+    with open(os.path.join(out, "report.md")) as f:
+        samples_line = f.read().rsplit("\n\nThe image model's samples above: ", 1)[-1]
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write(markdown(results) + "\n\nThe image model's samples above: " + samples_line)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(jsonable(results), f, indent=1)
+    return results
+

@@ -1,14 +1,25 @@
-"""The toy AtomoVideo experiment, end to end: ``python -m experiments.toy_atomovideo [--reduced] [--out DIR]``.
+"""The toy AtomoVideo study, end to end: ``python -m experiments.toy_atomovideo [--reduced] [--seed N] [--out DIR]``.
 
-Stage 1 trains the toy image model, stage 2 trains the temporal layers twice on it with the trainer (v-prediction on
-zero terminal SNR, and epsilon on the base's own schedule, same budget), then every measurement of ``evaluate`` runs
-on held-out first frames for both and for the untrained layers, and ``report`` writes ``report.md``, the figures as
-PNG and ``results.json`` into ``--out``. ``--reduced`` is the same pipeline at test size (the test suite runs it).
+Stages (each cached in ``--out``/cache under a hash of the settings it depends on, and reused when they are unchanged;
+``--seed`` changes every random draw of the study):
+
+1. the base: stage 1 trains the toy image model (``toybase``), then its quality gates (``gates``) are measured;
+2. the ladder's first rung: the temporal layers memorise one fixed batch (``ladder``);
+3. stage 2: the chosen recipe (``RECIPE``, from the ablations) trained with v-prediction on zero terminal SNR, and
+   the same with epsilon on the base's schedule (the paper's choice against AnimateDiff's);
+4. the evaluation: the learning probe on training-world and held-out clips (the ladder's rungs 2 and 3), then
+   sampled held-out clips as the nodes sample them: image to video (lock on and off, beside the flat-mean and
+   hold-the-given-frame baselines), text control, guidance scales, frame prediction, long videos; the verdicts.
+
+``python -m experiments.toy_atomovideo --ablations`` trains the choices the paper leaves open, one at a time at the
+same budget, and writes ``ablations.json`` (the report's ablation table; ``RECIPE`` below is what it picked).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import platform
 import time
@@ -16,20 +27,26 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from . import evaluate, report, stage2, toybase
+from . import diagnose, evaluate, gates, ladder, report, stage2, toybase, world
 
 
 @dataclass(frozen=True)
 class Settings:
-    stage1_steps: int = 600
+    stage1_steps: int = 2000
     stage1_batch: int = 32
-    stage2_steps: int = 700
+    stage1_ema: float = 0.995
+    stage1_prediction: str = "v_prediction"
+    stage2_steps: int = 1500
     batch: int = 4
     frames: int = 6  # 3x as long (18) must fit a slow shape in the 16-pixel frame: 0.5 x 17 + 2 x 3.5 <= 16
-    lr: float = 1e-3
+    ladder_steps: int = 600
+    ladder_clips: int = 4
+    probe_cases: int = 16
+    gate_samples: int = 64
     sampling_steps: int = 12
     cfg: float = 3.0
     image_cfg: float = 1.5
+    cfg_rescale: float = 0.7
     test_cases: int = 16
     pairs: int = 8
     grid_cases: int = 3
@@ -39,80 +56,167 @@ class Settings:
     given: int = 3
     long_cases: int = 4
     long_total: int = 18
+    ablation_steps: int = 300
+    ablation_cases: int = 8
     seed: int = 0
 
 
 FULL = Settings()
-REDUCED = Settings(stage1_steps=40, stage1_batch=16, stage2_steps=30, batch=2, sampling_steps=6, test_cases=3,
-                   pairs=1, grid_cases=1, cfgs=(3.0,), image_cfgs=(1.0, 3.0), prediction_cases=1, long_cases=1)
+REDUCED = Settings(stage1_steps=40, stage1_batch=16, stage2_steps=30, batch=2, ladder_steps=60, ladder_clips=1,
+                   probe_cases=4, gate_samples=8, sampling_steps=6, test_cases=3, pairs=1, grid_cases=1, cfgs=(3.0,),
+                   image_cfgs=(1.0, 3.0), prediction_cases=1, long_cases=1, ablation_steps=20, ablation_cases=2)
+
+# the recipe the ablations picked (see the report's ablation table); the trainer's defaults are the same choices
+RECIPE = stage2.Recipe(image_layout="every_frame", learning_rate=3e-3)
+ABLATIONS = {  # one change each from RECIPE
+    "image latent only on the given frames (given_only)": {"image_layout": "given_only"},
+    "conv_in image channels start as the base's latent weights": {"image_channels": "copy"},
+    "temporal outputs start small, not zero": {"temporal_out": "small"},
+    "timesteps weighted to high noise": {"timestep_sampling": "high_noise"},
+    "learning rate 1e-3": {"learning_rate": 1e-3},
+    "constant learning rate": {"lr_schedule": "constant"},
+    "loss on the given frames too": {"loss_on_given": True},
+    "epsilon prediction (no zero SNR)": {"prediction_type": "epsilon"},
+}
+
+
+def _hash(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class Cache:
+    """Training products under ``out/cache``, one file per stage, named by the hash of what made them."""
+
+    def __init__(self, out: str):
+        self.dir = os.path.join(out, "cache")
+        os.makedirs(self.dir, exist_ok=True)
+
+    def get(self, name: str, key: str, make, log=print):
+        path = os.path.join(self.dir, f"{name}-{key}.pt")
+        if os.path.isfile(path):
+            log(f"reusing {name} ({os.path.relpath(path)}: same settings)")
+            return torch.load(path, weights_only=True)
+        value = make()
+        torch.save(value, path + ".tmp")
+        os.replace(path + ".tmp", path)
+        return value
+
+
+def train_base(s: Settings, cache: Cache, log=print, prediction: str | None = None):
+    """The trained (EMA) toy base, and ``{"losses", "seconds"}``."""
+    prediction = prediction or s.stage1_prediction
+    key = _hash("base", s.stage1_steps, s.stage1_batch, s.stage1_ema, prediction, s.seed, toybase.TOY_UNET,
+                toybase.TEXT_TOKENS, world.TRAIL_FRAMES, world.TRAIL_OPACITY)
+
+    def make():
+        base = toybase.make_base(s.seed)
+        log(f"stage 1 ({prediction}): {s.stage1_steps} steps of {s.stage1_batch} frames")
+        t0 = time.perf_counter()
+        losses = toybase.train_image_model(base, s.stage1_steps, s.stage1_batch, seed=s.seed + 1,
+                                           prediction_type=prediction, ema=s.stage1_ema, log=log)
+        return {"unet": base.unet.state_dict(), "losses": losses, "seconds": time.perf_counter() - t0}
+
+    saved = cache.get(f"base-{prediction}", key, make, log)
+    base = toybase.make_base(s.seed)
+    base.unet.load_state_dict(saved["unet"])
+    base.freeze()
+    return base, {"losses": saved["losses"], "seconds": saved["seconds"], "prediction_type": prediction}
+
+
+def train_stage2(base, base_key: str, recipe: stage2.Recipe, s: Settings, steps: int, cache: Cache, name: str,
+                 log=print, memorise: int = 0, probe=None):
+    """A stage-2 run's trained state and losses (``memorise``: that many fixed clips instead of the world)."""
+    config = stage2.stage2_config(recipe, steps, s.frames, s.batch, s.seed, "(toy)")
+    key = _hash("stage2", base_key, asdict(recipe), steps, s.frames, s.batch, s.seed, memorise)
+
+    def make():
+        log(f"stage 2 ({name}): {steps} steps of {s.batch if not memorise else memorise} clips x {s.frames} "
+            f"frames{' (one fixed batch)' if memorise else ''}")
+        batches = None
+        if memorise:
+            batches, _ = stage2.fixed_batches(replace(config, batch_size=memorise), memorise)
+        t0 = time.perf_counter()
+        state, losses = stage2.train_temporal(base, config, log=log, batches=batches, probe=probe)
+        return {"state": state, "losses": losses, "seconds": time.perf_counter() - t0}
+
+    return config, cache.get(f"stage2-{name}", key, make, log)
+
+
+def sampler_for(base, config, state, s: Settings, exit_stack):
+    model, ab, prediction = exit_stack.enter_context(stage2.attached(base, config, state))
+    sampling = evaluate.Sampling(s.sampling_steps, s.cfg, s.image_cfg, s.cfg_rescale)
+    return evaluate.Sampler(base, model, ab, prediction, sampling, config.conditioning.image_layout,
+                            config.zero_terminal_snr)
 
 
 def run(settings: Settings, out: str, log=print) -> dict:
+    import contextlib
+
     os.makedirs(out, exist_ok=True)
-    torch.manual_seed(settings.seed)
-    clock = {"start": time.perf_counter()}
     s = settings
+    torch.manual_seed(s.seed)
+    cache = Cache(out)
+    clock = {"start": time.perf_counter()}
+    base, base_info = train_base(s, cache, log)
+    base_key = _hash(base_info["losses"][-5:], s.seed)
+    clock["base"] = time.perf_counter()
 
-    base = toybase.make_base(settings.seed)
-    saved = _load_trained(out, settings)
-    if saved is not None:
-        log(f"reusing the trained weights in {os.path.join(out, TRAINED)} (same settings)")
-        base.unet.load_state_dict(saved["unet"])
-        image_losses = saved["losses"]["stage1"]
-    else:
-        log(f"stage 1: the image model, {s.stage1_steps} steps of {s.stage1_batch} frames")
-        image_losses = toybase.train_image_model(base, s.stage1_steps, s.stage1_batch, seed=s.seed + 1, log=log)
-    base.freeze()
-    clock["stage1"] = time.perf_counter()
-    image_samples = toybase.sample_images(base, [c.image_caption() for c in
-                                                 evaluate.held_out_cases(4, 1, s.seed + 5)]
-                                          + [c.image_caption() for c in _training_cases(4, s.seed + 6)])
+    log("the base's quality gates")
+    truth_stats = gates.truth_statistics(256, s.seed + 1)
+    gate_cases = ladder.fixed_cases(s.gate_samples, world.STAGE1_CLIP, s.seed + 5, held_out=False)
+    samples = toybase.sample_images(base, [c.video_caption() for c in gate_cases], cfg=3.0, seed=s.seed + 5,
+                                    prediction_type=base_info["prediction_type"])
+    base_gates = {"truth": truth_stats, "samples": gates.sampled_statistics(samples, gate_cases, truth_stats),
+                  "motion_words": diagnose.site_sensitivity(base, ladder.fixed_cases(8, s.frames, s.seed + 6, False),
+                                                            s.frames)}
+    clock["gates"] = time.perf_counter()
 
-    configs = {
-        "v_ztsnr": stage2.stage2_config("v_prediction", s.stage2_steps, s.frames, s.batch, s.lr, s.seed, out),
-        "eps": stage2.stage2_config("epsilon", s.stage2_steps, s.frames, s.batch, s.lr, s.seed, out),
-    }
-    states, losses, seconds = {}, {}, {}
-    for name, config in configs.items():
-        if saved is not None:
-            states[name], losses[name], seconds[name] = saved["states"][name], saved["losses"][name], \
-                saved["seconds"][f"stage2_{name}"]
-            continue
-        log(f"stage 2 ({name}): {s.stage2_steps} steps of {s.batch} clips x {s.frames} frames")
-        t0 = time.perf_counter()
-        states[name], losses[name] = stage2.train_temporal(base, config, log=log)
-        seconds[name] = time.perf_counter() - t0
+    held = ladder.fixed_cases(s.probe_cases, s.frames, s.seed + 11, held_out=True)
+    trained_world = ladder.fixed_cases(s.probe_cases, s.frames, s.seed + 12, held_out=False)
+    results = {"settings": asdict(s), "recipe": asdict(RECIPE), "machine": _machine(), "base": base_gates,
+               "tracker": evaluate.tracker_check(64, s.frames, s.seed + 10), "models": {}, "ladder": []}
+
+    # rung 1: memorise one batch (probed on that batch)
+    memorise_config, memorised = train_stage2(base, base_key, RECIPE, s, s.ladder_steps, cache, "memorise", log,
+                                              memorise=s.ladder_clips)
+    _, memorise_cases = stage2.fixed_batches(replace(memorise_config, batch_size=s.ladder_clips), s.ladder_clips)
+    with contextlib.ExitStack() as stack:
+        sampler = sampler_for(base, memorise_config, memorised["state"], s, stack)
+        results["ladder"].append(ladder.rung("memorise one batch", diagnose.toy_probe(sampler, memorise_cases,
+                                                                                      s.frames, seed=s.seed + 20),
+                                             _pure_noise(sampler), motion=False))
+    clock["ladder"] = time.perf_counter()
+
+    runs = {"v_ztsnr": RECIPE, "eps": replace(RECIPE, prediction_type="epsilon")}
+    trained = {name: train_stage2(base, base_key, recipe, s, s.stage2_steps, cache, name, log)
+               for name, recipe in runs.items()}
     clock["stage2"] = time.perf_counter()
-    if saved is None:
-        stage1_seconds = clock["stage1"] - clock["start"]
-        torch.save({"settings": asdict(s), "unet": base.unet.state_dict(), "states": states,
-                    "losses": {"stage1": image_losses, **losses},
-                    "seconds": {"stage1": stage1_seconds, **{f"stage2_{k}": v for k, v in seconds.items()}}},
-                   os.path.join(out, TRAINED))
-    else:
-        clock["stage1"] = clock["start"] + saved["seconds"]["stage1"]  # the training run's times, for the report
-        clock["stage2"] = clock["stage1"] + sum(seconds.values())
-        clock["start_eval"] = time.perf_counter()
-    # the untrained layers (identity at init) sampled the way the base was trained: frames of the image model
-    models = {**{k: (configs[k], states[k]) for k in configs}, "untrained": (configs["eps"], None)}
 
-    sampling = evaluate.Sampling(s.sampling_steps, s.cfg, s.image_cfg)
-    cases = evaluate.held_out_cases(s.test_cases, s.frames, s.seed + 11)
-    pairs = evaluate.paired_cases(s.pairs, s.frames, s.seed + 12)
-    grid_cases = evaluate.held_out_cases(s.grid_cases, s.frames, s.seed + 13)
-    fp_cases = evaluate.held_out_cases(s.prediction_cases, s.frames, s.seed + 14)
-    long_cases = evaluate.held_out_cases(s.long_cases, s.long_total, s.seed + 15, speed="slowly")
-    results = {"settings": asdict(s), "tracker": evaluate.tracker_check(64, s.frames, s.seed + 10),
-               "truth": evaluate.truth_figures(cases, s.frames), "models": {}, "machine": _machine()}
+    models = {**{k: (config, value["state"]) for k, (config, value) in trained.items()},
+              "untrained": (stage2.stage2_config(replace(RECIPE, prediction_type="epsilon"), 1, s.frames, s.batch,
+                                                 s.seed, "(toy)"), None)}
+    cases = evaluate.held_out_cases(s.test_cases, s.frames, s.seed + 13)
+    pairs = evaluate.paired_cases(s.pairs, s.frames, s.seed + 14)
+    grid_cases = evaluate.held_out_cases(s.grid_cases, s.frames, s.seed + 15)
+    fp_cases = evaluate.held_out_cases(s.prediction_cases, s.frames, s.seed + 16)
+    long_cases = evaluate.held_out_cases(s.long_cases, s.long_total, s.seed + 17, speed="slowly")
+    results["truth"] = evaluate.truth_figures(cases, s.frames)
     strips = {}
     for name, (config, state) in models.items():
         log(f"evaluating {name}")
-        with stage2.attached(base, config, state) as (model, ab, prediction_type):
-            sampler = evaluate.Sampler(base, model, ab, prediction_type, sampling)
-            figures = {"image_to_video": evaluate.image_to_video(sampler, cases, s.frames, s.seed + 100),
+        with contextlib.ExitStack() as stack:
+            sampler = sampler_for(base, config, state, s, stack)
+            figures = {"probe_world": diagnose.toy_probe(sampler, trained_world, s.frames, seed=s.seed + 21),
+                       "probe_held_out": diagnose.toy_probe(sampler, held, s.frames, seed=s.seed + 22),
+                       "image_to_video": evaluate.image_to_video(sampler, cases, s.frames, s.seed + 100),
                        "text_control": evaluate.text_control(sampler, pairs, s.frames, s.seed + 200),
                        "frame_prediction": evaluate.frame_prediction(sampler, fp_cases, s.frames, s.given,
                                                                      s.seed + 300)}
+            if name == "v_ztsnr":
+                pure = _pure_noise(sampler)
+                results["ladder"].append(ladder.rung("fit the training world", figures["probe_world"], pure, True))
+                results["ladder"].append(ladder.rung("generalise to held-out shapes and backgrounds",
+                                                     figures["probe_held_out"], pure, True))
             if name != "untrained":
                 figures["guidance"] = evaluate.guidance_grid(sampler, grid_cases, s.frames, s.seed + 400, s.cfgs,
                                                              s.image_cfgs)
@@ -122,34 +226,86 @@ def run(settings: Settings, out: str, log=print) -> dict:
                                                                             "long_video") if part in figures}
         results["models"][name] = figures
     clock["end"] = time.perf_counter()
-    results["losses"] = {"stage1": image_losses, **losses}
-    evaluation = clock["end"] - clock.get("start_eval", clock["stage2"])
-    results["seconds"] = {"stage1": clock["stage1"] - clock["start"], **{f"stage2_{k}": v for k, v in seconds.items()},
-                          "evaluation": evaluation,
-                          "total": clock["stage1"] - clock["start"] + sum(seconds.values()) + evaluation}
-    results["reused_training"] = saved is not None
-    report.write(out, results, strips, cases, pairs, image_samples)
-    log(f"done in {results['seconds']['total']:.0f} s: {os.path.join(out, 'report.md')}")
+    results["losses"] = {"stage1": base_info["losses"], "memorise": memorised["losses"],
+                         **{k: v["losses"] for k, (_, v) in trained.items()}}
+    results["seconds"] = {"stage1": base_info["seconds"], "memorise": memorised["seconds"],
+                          **{f"stage2_{k}": v["seconds"] for k, (_, v) in trained.items()},
+                          "this_run": clock["end"] - clock["start"],
+                          "evaluation": clock["end"] - clock["stage2"] + clock["gates"] - clock["base"]}
+    results["seconds"]["total"] = (results["seconds"]["stage1"] + results["seconds"]["memorise"]
+                                   + sum(v["seconds"] for _, v in trained.values()) + results["seconds"]["evaluation"])
+    ablations_path = os.path.join(out, "ablations.json")
+    if os.path.isfile(ablations_path):
+        with open(ablations_path) as f:
+            results["ablations"] = json.load(f)
+    results["verdicts"] = report.verdicts_list(results)
+    report.write(out, results, strips, cases, pairs, samples[:8], gate_cases[:8])
+    log(f"done in {results['seconds']['this_run']:.0f} s (the study's work in all: {results['seconds']['total']:.0f} s):"
+        f" {os.path.join(out, 'report.md')}")
     return results
 
 
-TRAINED = "trained.pt"  # the trained weights and losses, so that the evaluation can be run again alone
+def _pure_noise(sampler) -> str:
+    return f"t{len(sampler.ab) - 1}"
 
 
-def _load_trained(out: str, settings: Settings):
-    path = os.path.join(out, TRAINED)
-    if not os.path.isfile(path):
-        return None
-    saved = torch.load(path, weights_only=True)
-    keys = ("stage1_steps", "stage1_batch", "stage2_steps", "batch", "frames", "lr", "seed")
-    return saved if all(saved["settings"][k] == asdict(settings)[k] for k in keys) else None
+def run_ablations(settings: Settings, out: str, log=print) -> dict:
+    """Every ``ABLATIONS`` entry (and an epsilon-trained base) against ``RECIPE``, same budget: the probe on held-out
+    clips, then sampled held-out clips (lock on): direction, speed along the caption, appearance kept."""
+    import contextlib
+
+    s = settings
+    cache = Cache(out)
+    held = ladder.fixed_cases(s.ablation_cases, s.frames, s.seed + 31, held_out=True)
+    cases = evaluate.held_out_cases(s.ablation_cases, s.frames, s.seed + 32)
+    variants = {"the recipe": ({}, s.stage1_prediction)}
+    variants.update({label: (change, s.stage1_prediction) for label, change in ABLATIONS.items()})
+    other_base = "epsilon" if s.stage1_prediction == "v_prediction" else "v_prediction"
+    variants[f"base trained with {other_base}"] = ({}, other_base)
+    table = {}
+    for label, (change, base_prediction) in variants.items():
+        base, info = train_base(s, cache, log, prediction=base_prediction)
+        recipe = replace(RECIPE, **change)
+        config, trained = train_stage2(base, _hash(info["losses"][-5:], s.seed), recipe, s, s.ablation_steps, cache,
+                                       "ablation", log)
+        with contextlib.ExitStack() as stack:
+            sampler = sampler_for(base, config, trained["state"], s, stack)
+            probe = diagnose.toy_probe(sampler, held, s.frames, seed=s.seed + 33)[_pure_noise(sampler)]
+            sampled = evaluate.image_to_video(sampler, cases, s.frames, s.seed + 34)["summary"]
+        table[label] = {"change": change, "base": base_prediction, "probe": probe,
+                        "sampled": {k: sampled[k] for k in ("direction_accuracy", "median_along", "appearance_kept",
+                                                            "warp_error", "truth_psnr", "truth_psnr_free",
+                                                            "hold_psnr")},
+                        "seconds": trained["seconds"]}
+        log(f"ablation '{label}': probe with image {probe['with_image']:.4f} (copy {probe['copy_given']:.4f}), "
+            f"direction {sampled['direction_accuracy']:.0%}")
+    result = {"settings": asdict(s), "recipe": asdict(RECIPE), "steps": s.ablation_steps, "table": table,
+              "machine": _machine()}
+    with open(os.path.join(out, "ablations.json"), "w") as f:
+        json.dump(report.jsonable(result), f, indent=1)
+    return result
 
 
-def _training_cases(count: int, seed: int):
-    from . import world
+def export_base(s: Settings, out: str, path: str) -> None:
+    """The stage-1 base's UNet weights (fp32) with the settings that made it in the file's metadata."""
+    from safetensors.torch import save_file
 
-    gen = torch.Generator().manual_seed(seed)
-    return [world.random_case(gen, 1) for _ in range(count)]
+    base, info = train_base(s, Cache(out))
+    metadata = {"stage1_steps": str(s.stage1_steps), "stage1_batch": str(s.stage1_batch),
+                "stage1_ema": str(s.stage1_ema), "prediction_type": info["prediction_type"], "seed": str(s.seed),
+                "final_loss": f"{sum(info['losses'][-20:]) / 20:.5f}", "made_by": "python -m experiments.toy_atomovideo "
+                f"--export-base (seed {s.seed})"}
+    save_file({k: v.contiguous() for k, v in base.unet.state_dict().items()}, path, metadata=metadata)
+
+
+def load_base(path: str, seed: int = 0):
+    """A toy base (``toybase.make_base(seed)``: the same random text encoder) with the UNet of an exported file."""
+    from safetensors.torch import load_file
+
+    base = toybase.make_base(seed)
+    base.unet.load_state_dict(load_file(path))
+    base.freeze()
+    return base
 
 
 def _machine() -> dict:
@@ -164,13 +320,24 @@ def _machine() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reduced", action="store_true", help="the test-size run (about a minute)")
+    parser.add_argument("--reduced", action="store_true", help="the test-size run (a few minutes)")
+    parser.add_argument("--ablations", action="store_true", help="train and measure the ablations (ablations.json)")
+    parser.add_argument("--export-base", metavar="FILE",
+                        help="write the stage-1 base (trained, or reused from the cache) to FILE (.safetensors): the "
+                             "test suite's reduced ladder starts from the committed copy, tests/data/toy_base.safetensors")
+    parser.add_argument("--report", action="store_true",
+                        help="re-write report.md from results.json and ablations.json (no training, no sampling)")
+    parser.add_argument("--seed", type=int, default=0, help="changes every random draw of the study")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"),
-                        help="folder for report.md, the PNG figures and results.json")
-    parser.add_argument("--stage2-steps", type=int, default=None, help="override the stage-2 budget")
+                        help="folder for report.md, the PNG figures, results.json and the cache")
     args = parser.parse_args(argv)
-    settings = REDUCED if args.reduced else FULL
-    if args.stage2_steps:
-        settings = replace(settings, stage2_steps=args.stage2_steps)
-    run(settings, args.out)
+    settings = replace(REDUCED if args.reduced else FULL, seed=args.seed)
+    if args.report:
+        report.rewrite(args.out)
+    elif args.export_base:
+        export_base(settings, args.out, args.export_base)
+    elif args.ablations:
+        run_ablations(settings, args.out)
+    else:
+        run(settings, args.out)
     return 0

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
 from atomo_core.training.base import BaseModel
-from atomo_core.training.config import ConditioningConfig, DataConfig, TrainConfig
+from atomo_core.training.config import ConditioningConfig, DataConfig, InitConfig, TrainConfig
 from atomo_core.training.distributed import World
 from atomo_core.training.objective import training_alphas_cumprod
 from atomo_core.training.setup import Run, build_trainable, motion_module_for
@@ -27,18 +27,39 @@ from . import world
 CPU = World(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
 
-def stage2_config(prediction_type: str, steps: int, frames: int, batch: int, lr: float, seed: int,
-                  output_dir: str) -> TrainConfig:
-    """v-prediction on zero-terminal-SNR ``scaled_linear`` (AtomoVideo's recipe) or epsilon on plain
-    ``scaled_linear`` (the base's own, AnimateDiff's way); everything else equal."""
-    v = prediction_type == "v_prediction"
+@dataclass(frozen=True)
+class Recipe:
+    """The stage-2 choices the study compares (the trainer's config keys of the same names)."""
+
+    prediction_type: str = "v_prediction"  # v on zero-terminal-SNR scaled_linear | epsilon on plain scaled_linear
+    image_layout: str = "given_only"
+    image_channels: str = "zero"
+    temporal_out: str = "zero"
+    timestep_sampling: str = "uniform"
+    learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"
+    loss_on_given: bool = False
+
+    def label(self, reference: Recipe | None = None) -> str:
+        """``"image_layout=every_frame, learning_rate=0.003"``: what differs from ``reference`` (all if None)."""
+        fields = {k: v for k, v in asdict(self).items() if reference is None or getattr(reference, k) != v}
+        return ", ".join(f"{k}={v}" for k, v in fields.items()) or "reference"
+
+
+def stage2_config(recipe: Recipe, steps: int, frames: int, batch: int, seed: int, output_dir: str) -> TrainConfig:
+    """The trainer's config for a toy stage-2 run of ``recipe``: v-prediction on zero-terminal-SNR ``scaled_linear``
+    (AtomoVideo's) or epsilon on plain ``scaled_linear`` (the base's own, AnimateDiff's way)."""
+    v = recipe.prediction_type == "v_prediction"
     return TrainConfig(
         base_model="toy", output_dir=output_dir, steps=steps, batch_size=batch, frames=frames, max_frames=32,
-        resolution=world.SIZE, learning_rate=lr, warmup_steps=max(1, steps // 20), lr_schedule="cosine",
-        max_grad_norm=1.0, seed=seed, precision="fp32", gradient_checkpointing=False,
-        prediction_type=prediction_type, beta_schedule="scaled_linear", zero_terminal_snr=v,
+        resolution=world.SIZE, learning_rate=recipe.learning_rate, warmup_steps=max(1, steps // 20),
+        lr_schedule=recipe.lr_schedule, max_grad_norm=1.0, seed=seed, precision="fp32", gradient_checkpointing=False,
+        prediction_type=recipe.prediction_type, beta_schedule="scaled_linear", zero_terminal_snr=v,
+        timestep_sampling=recipe.timestep_sampling,
         data=DataConfig(videos="(the toy world, rendered in memory)", workers=0),
-        conditioning=ConditioningConfig(max_given=min(3, frames - 1), drop_text=0.1, drop_image=0.1, drop_both=0.05),
+        init=InitConfig(image_channels=recipe.image_channels, temporal_out=recipe.temporal_out),
+        conditioning=ConditioningConfig(max_given=min(3, frames - 1), drop_text=0.1, drop_image=0.1, drop_both=0.05,
+                                        loss_on_given=recipe.loss_on_given, image_layout=recipe.image_layout),
     ).validate()
 
 
@@ -76,24 +97,50 @@ def held_out_loss(run: Run, batch: dict) -> float:
     return float(micro_step(fixed, batch))
 
 
-def train_temporal(base: BaseModel, config: TrainConfig, log=None) -> tuple[dict, dict]:
+def fixed_batches(config: TrainConfig, clips: int):
+    """The same ``clips`` training clips at every step (the ladder's first rung: can it memorise one batch?)."""
+    gen = torch.Generator().manual_seed(config.seed + 7919)
+    batch = world.training_batch(gen, clips, config.frames)
+    cases = batch.pop("cases")
+
+    def forever():
+        while True:
+            yield dict(batch)
+
+    return forever(), cases
+
+
+def train_temporal(base: BaseModel, config: TrainConfig, log=None, batches=None, probe=None,
+                   probes: int = 20) -> tuple[dict, dict]:
     """Train; returns the trained weights (``TemporalUNet.trainable_state_dict``) and the losses: ``train`` per step
-    and ``held_out`` as ``[step, loss]`` pairs (at the start and 20 times over the run, every 10 steps in a short
-    one). The base is left as it was (the temporal layers are taken off again)."""
+    and ``held_out`` as ``[step, loss]`` pairs (at the start and ``probes`` times over the run, every 10 steps in a
+    short one). ``batches``: an iterator of trainer batches (default: fresh clips of the training world);
+    ``probe(model, step) -> dict``: called at the same steps, its figures kept as ``losses["probe"]``. The base is
+    left as it was (the temporal layers are taken off again)."""
     torch.manual_seed(config.seed)
     parts = build_trainable(config, CPU, base)
     run = Run(config, CPU, base, parts.model, parts.wrapped, parts.optimizer, parts.scheduler, _WorldSampler(),
               None, parts.objective, parts.generator, None, 0, [])
-    probe = held_out_batch(config)
-    every = config.steps // max(1, min(20, config.steps // 10))  # 20 probes (3 in a 30-step run)
-    losses = {"train": [], "held_out": [[0, held_out_loss(run, probe)]]}
+    held_out = held_out_batch(config)
+    every = config.steps // max(1, min(probes, config.steps // 10))  # 20 probes (3 in a 30-step run)
+    losses = {"train": [], "held_out": [[0, held_out_loss(run, held_out)]], "probe": []}
+
+    def probed(step: int) -> None:
+        if probe is not None:
+            parts.model.eval()
+            losses["probe"].append([step, probe(parts.model, step)])
+            parts.model.train()
+            base.unet.train()
+
+    probed(0)
     start = time.perf_counter()
-    batches = _batches(config)
+    batches = batches or _batches(config)
     try:
         for step in range(1, config.steps + 1):
             losses["train"].append(train_step(run, batches)["loss"])
             if step % every == 0 or step == config.steps:
-                losses["held_out"].append([step, held_out_loss(run, probe)])
+                losses["held_out"].append([step, held_out_loss(run, held_out)])
+                probed(step)
             if log is not None and step % max(1, config.steps // 10) == 0:
                 recent = losses["train"][-20:]
                 log(f"stage 2 ({config.prediction_type}) step {step}/{config.steps}: loss "

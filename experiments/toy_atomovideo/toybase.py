@@ -24,7 +24,15 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from atomo_core.schedules import alphas_cumprod, make_betas, trailing_timesteps, x0_from_eps
+from atomo_core.schedules import (
+    alphas_cumprod,
+    eps_from_v,
+    make_betas,
+    rescale_zero_terminal_snr,
+    trailing_timesteps,
+    x0_from_eps,
+    x0_from_v,
+)
 from atomo_core.training.base import TINY_TEXT, TINY_UNET, BaseModel, _hash_tokenizer
 
 from . import world
@@ -32,6 +40,10 @@ from . import world
 TOY_WIDTHS = (32, 32, 32, 32)
 # two spatial heads of 16 channels (diffusers' ``attention_head_dim`` is SD-1.5's head count): SD-1.5's 8 heads at
 # these widths would be heads of 4 channels, which make CPU attention ~5x slower (measured) for no realism
+# captions are at most 9 words: 16 tokens hold them with CLIP's framing. With SD-1.5's 77 the caption's few tokens are
+# ~1/10 of what cross-attention sees at first and the tiny model took >1500 steps to read colour words at all
+# (measured: captions changed its predictions by 0.2 % of their error); see the report's base section
+TEXT_TOKENS = 16
 TOY_UNET = dict(TINY_UNET, sample_size=world.SIZE, block_out_channels=TOY_WIDTHS, attention_head_dim=2)
 
 
@@ -66,18 +78,25 @@ def make_base(seed: int = 0) -> BaseModel:
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**TOY_UNET)
     text = CLIPTextModel(CLIPTextConfig(**TINY_TEXT))
-    tokenize = _hash_tokenizer(TINY_TEXT["vocab_size"], TINY_TEXT["bos_token_id"], TINY_TEXT["eos_token_id"])
+    tokenize = _hash_tokenizer(TINY_TEXT["vocab_size"], TINY_TEXT["bos_token_id"], TINY_TEXT["eos_token_id"],
+                               TEXT_TOKENS)
     return BaseModel(unet, LinearCodec(), text, tokenize, TOY_WIDTHS, "toy")
 
 
-def image_alphas_cumprod() -> torch.Tensor:
-    """SD-1.5's schedule: ``scaled_linear``, 1000 steps, no zero terminal SNR."""
-    return alphas_cumprod(make_betas("scaled_linear", 1000)).float()
+def image_alphas_cumprod(zero_terminal_snr: bool = False) -> torch.Tensor:
+    """SD-1.5's schedule: ``scaled_linear``, 1000 steps (rescaled to zero terminal SNR when asked)."""
+    ab = alphas_cumprod(make_betas("scaled_linear", 1000))
+    return (rescale_zero_terminal_snr(ab) if zero_terminal_snr else ab).float()
 
 
 def train_image_model(base: BaseModel, steps: int, batch: int = 32, lr: float = 1e-3, seed: int = 1,
-                      log=None) -> list[float]:
-    """Train ``base.unet`` on single frames (epsilon, ``scaled_linear``, 10 % empty captions); returns the losses."""
+                      prediction_type: str = "epsilon", ema: float = 0.0, min_snr: float = 0.0, log=None,
+                      on_step=None) -> list[float]:
+    """Train ``base.unet`` on single frames (10 % empty captions); returns the losses. ``epsilon``: as SD-1.5 was
+    trained (epsilon on ``scaled_linear``); ``v_prediction``: v on the same schedule rescaled to zero terminal SNR.
+    ``ema``: keep an exponential moving average of the weights with this decay and leave it in the UNet at the end
+    (0: none); ``min_snr``: Min-SNR-gamma loss weighting (Hang et al. 2023) with this gamma (0: none).
+    ``on_step(step, ema_state)``: called after every step (for intermediate checks)."""
     unet = base.unet
     unet.requires_grad_(True).train()
     base.text_encoder.requires_grad_(False).eval()
@@ -85,7 +104,14 @@ def train_image_model(base: BaseModel, steps: int, batch: int = 32, lr: float = 
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * (0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
-    ab = image_alphas_cumprod()
+    v = prediction_type == "v_prediction"
+    ab = image_alphas_cumprod(zero_terminal_snr=v)
+    snr = ab / (1 - ab).clamp_min(1e-12)
+    if min_snr > 0:  # Min-SNR-gamma: min(SNR, gamma) / SNR for epsilon, / (SNR + 1) for v
+        weights = snr.clamp(max=min_snr) / (snr + 1 if v else snr.clamp_min(1e-12))
+    else:
+        weights = torch.ones_like(ab)
+    averaged = {k: p.detach().clone() for k, p in unet.named_parameters()} if ema > 0 else None
     gen = torch.Generator().manual_seed(seed)
     losses, start = [], time.perf_counter()
     for step in range(steps):
@@ -96,25 +122,39 @@ def train_image_model(base: BaseModel, steps: int, batch: int = 32, lr: float = 
         eps = torch.randn(x0.shape, generator=gen)
         a = ab[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        target = a.sqrt() * eps - (1 - a).sqrt() * x0 if v else eps
         pred = unet(x_t, t, encoder_hidden_states=base.encode_text(captions)).sample
-        loss = (pred - eps).pow(2).mean()
+        per_image = (pred - target).pow(2).flatten(1).mean(1)
+        loss = (per_image * weights[t]).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        losses.append(float(loss.detach()))
+        if averaged is not None:
+            with torch.no_grad():
+                for k, p in unet.named_parameters():
+                    averaged[k].lerp_(p.detach(), 1 - ema)
+        if on_step is not None:
+            on_step(step + 1, averaged)
+        losses.append(float(per_image.mean().detach()))
         if log is not None and (step + 1) % max(1, steps // 10) == 0:
             log(f"stage 1 step {step + 1}/{steps}: loss {sum(losses[-20:]) / len(losses[-20:]):.4f} "
                 f"({time.perf_counter() - start:.0f} s)")
+    if averaged is not None:
+        with torch.no_grad():
+            for k, p in unet.named_parameters():
+                p.copy_(averaged[k])
     unet.requires_grad_(False).eval()
     return losses
 
 
 @torch.no_grad()
-def sample_images(base: BaseModel, captions: list[str], steps: int = 20, cfg: float = 3.0, seed: int = 0) -> torch.Tensor:
-    """Text-to-image with the image model alone (DDIM, trailing steps of SD-1.5's schedule): ``[N, 3, H, W]`` 0..1."""
-    ab = image_alphas_cumprod()
+def sample_images(base: BaseModel, captions: list[str], steps: int = 20, cfg: float = 3.0, seed: int = 0,
+                  prediction_type: str = "epsilon") -> torch.Tensor:
+    """Text-to-image with the image model alone (DDIM, trailing steps of its schedule): ``[N, 3, H, W]`` 0..1."""
+    v = prediction_type == "v_prediction"
+    ab = image_alphas_cumprod(zero_terminal_snr=v)
     gen = torch.Generator().manual_seed(seed)
     n = len(captions)
     x = torch.randn(n, 4, world.SIZE, world.SIZE, generator=gen)
@@ -122,9 +162,9 @@ def sample_images(base: BaseModel, captions: list[str], steps: int = 20, cfg: fl
     schedule = trailing_timesteps(steps, len(ab)).tolist()
     for i, t in enumerate(schedule):
         out = base.unet(torch.cat([x, x]), torch.full((2 * n,), int(t)), encoder_hidden_states=context).sample
-        eps = out[n:] + cfg * (out[:n] - out[n:])
+        out = out[n:] + cfg * (out[:n] - out[n:])
         a = ab[int(t)]
-        x0 = x0_from_eps(x, eps, a)
+        x0, eps = (x0_from_v(x, out, a), eps_from_v(x, out, a)) if v else (x0_from_eps(x, out, a), out)
         a_prev = ab[int(schedule[i + 1])] if i + 1 < len(schedule) else torch.tensor(1.0)
         x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
     return ((base.decode(x) + 1) / 2).clamp(0, 1)

@@ -115,20 +115,40 @@ def _background(kind: str, rgb: tuple[float, float, float], seed: int, x: torch.
     return (base + 0.12 * pattern.unsqueeze(0)).clamp(0, 1)
 
 
+TRAIL_FRAMES = 4.0  # a moving shape's trail covers where it was over the last 4 frames (a long exposure)
+TRAIL_OPACITY = 0.45  # at the shape's edge, fading linearly to 0 at the trail's end
+TRAIL_SAMPLES = 12  # positions per frame of trail
+
+
 def render(case: Case, frames: int) -> torch.Tensor:
-    """``[frames, 3, SIZE, SIZE]`` in 0..1."""
+    """``[frames, 3, SIZE, SIZE]`` in 0..1.
+
+    The shape starts at rest at frame 0; from frame 1 on it leaves a fading trail over where it was during the last
+    ``TRAIL_FRAMES`` frames (never before frame 0), drawn in its colour under the shape: what a long exposure of a
+    moving thing looks like. So one frame of a moving shape shows which way it moves (what a caption's motion words
+    mean), while frame 0, the image a video starts from, does not."""
+    return torch.stack([render_frame(case, f) for f in range(frames)])
+
+
+def render_frame(case: Case, f: int) -> torch.Tensor:
+    """Frame ``f`` of ``render(case, ...)``: ``[3, SIZE, SIZE]`` in 0..1."""
     x, y = _grid(SIZE)
     background = _background(case.background, case.background_rgb, case.texture_seed, x, y)
     colour = torch.tensor(COLOURS[case.colour]).view(3, 1, 1)
-    out = []
-    for f in range(frames):
-        cx, cy = case.centre(f)
-        mask = _shape_mask(case.shape, x, y, cx, cy, RADIUS).float().unsqueeze(0)
-        # the shape's own texture moves with it: fine diagonal stripes, 25 % darker
-        stripes = 0.75 + 0.25 * (torch.sin(2 * math.pi * ((x - cx) + (y - cy)) / 2.0) > 0).float().unsqueeze(0)
-        frame = background * (1 - mask) + (colour * stripes) * mask
-        out.append(F.avg_pool2d(frame.unsqueeze(0), SUPERSAMPLE)[0])
-    return torch.stack(out)
+    cx, cy = case.centre(f)
+    alpha = torch.zeros_like(x)
+    span = min(float(f), TRAIL_FRAMES)
+    for k in range(1, TRAIL_SAMPLES + 1 if span > 0 else 1):  # ghosts back in time, fading
+        back = span * k / TRAIL_SAMPLES
+        gx, gy = case.centre(f - back)
+        ghost = _shape_mask(case.shape, x, y, gx, gy, RADIUS).float()
+        alpha = torch.maximum(alpha, ghost * TRAIL_OPACITY * (1 - back / TRAIL_FRAMES))
+    trailed = background * (1 - alpha) + colour * alpha
+    mask = _shape_mask(case.shape, x, y, cx, cy, RADIUS).float().unsqueeze(0)
+    # the shape's own texture moves with it: fine diagonal stripes, 25 % darker
+    stripes = 0.75 + 0.25 * (torch.sin(2 * math.pi * ((x - cx) + (y - cy)) / 2.0) > 0).float().unsqueeze(0)
+    frame = trailed * (1 - mask) + (colour * stripes) * mask
+    return F.avg_pool2d(frame.unsqueeze(0), SUPERSAMPLE)[0]
 
 
 def shape_mask(case: Case, frame: int = 0) -> torch.Tensor:
@@ -187,7 +207,13 @@ def training_batch(gen: torch.Generator, batch: int, frames: int) -> dict:
     return {"pixels": pixels, "caption": [c.video_caption() for c in cases], "cases": cases}
 
 
-def image_batch(gen: torch.Generator, batch: int) -> tuple[torch.Tensor, list[str]]:
-    """Stage 1: single frames ``[B, 3, H, W]`` in -1..1 of shapes anywhere in the frame, with image captions."""
-    cases = [random_case(gen, 1) for _ in range(batch)]
-    return torch.stack([render(c, 1)[0] for c in cases]) * 2 - 1, [c.image_caption() for c in cases]
+STAGE1_CLIP = 8  # stage 1's frames come from clips this long: 1 in 8 at rest (frame 0), the rest with a trail
+
+
+def image_batch(gen: torch.Generator, batch: int, frames: int = STAGE1_CLIP) -> tuple[torch.Tensor, list[str]]:
+    """Stage 1: single frames ``[B, 3, H, W]`` in -1..1, each a random frame of a random training clip, with that
+    clip's video caption (so the image model learns what "moves left fast" looks like in one frame: the trail)."""
+    cases = [random_case(gen, frames) for _ in range(batch)]
+    index = torch.randint(frames, (batch,), generator=gen).tolist()
+    pixels = torch.stack([render_frame(c, f) for c, f in zip(cases, index, strict=True)])
+    return pixels * 2 - 1, [c.video_caption() for c in cases]

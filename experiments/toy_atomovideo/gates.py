@@ -1,0 +1,138 @@
+"""Quality gates for the stage-1 image model: is the base good enough to build a video model on?
+
+An image model made from a caption is judged on what the world lets us check exactly:
+
+- ``noise_like``: the image's total variation (mean absolute difference of neighbouring pixels) is above the
+  largest the world ever draws (the 99.9th percentile of rendered frames, plus 20 %): colour noise, not a picture;
+- ``saturation`` (mean of max - min over RGB) and ``brightness`` against the same statistics of rendered frames;
+- ``colour_drawn``: the caption's colour covers at least half of the shape's area, and at most three times it;
+- ``shape_drawn``: among the five shapes, the caption's fits that colour's pixels best (IoU at their centroid);
+- ``trail_behind``: the caption's motion words drawn: more of the caption's colour in the two pixels behind the
+  shape (along the caption's direction) than in the two ahead of it. Background texture makes this noisy: rendered
+  frames with a trail pass in about 3 of 4 cases, frames without one (frame 0) in about 1 of 3.
+
+``gate_figures`` returns the fractions over sampled images beside the same figures of rendered truth, and
+``GATES`` the pass criteria the report applies.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import world
+
+SHAPES = world.TRAIN_SHAPES + world.HELD_OUT_SHAPES
+TRAIL_MARGIN = 0.05  # colour weight; the backgrounds' texture alone gives 0.34 of frames 0 (no trail) this much
+FIGURE_PIXELS = 12  # about half a shape's area (the shapes cover 16 to 30 pixels)
+
+# criteria: (figure, comparison, threshold); chance for shape_drawn is 1/3 among the training shapes
+GATES = (("noise_like", "<=", 0.10), ("colour_drawn", ">=", 0.75), ("shape_drawn", ">=", 0.6),
+         ("trail_behind", ">=", 0.55), ("saturation_gap", "<=", 0.05))
+
+
+def total_variation(image: torch.Tensor) -> float:
+    """``[3, H, W]`` -> mean absolute difference between neighbouring pixels."""
+    return float(((image[:, 1:] - image[:, :-1]).abs().mean() + (image[:, :, 1:] - image[:, :, :-1]).abs().mean()) / 2)
+
+
+def saturation(image: torch.Tensor) -> float:
+    return float((image.amax(0) - image.amin(0)).mean())
+
+
+def _figure(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where the figure is: ``(weight [H, W], mask [H, W], colour [3])``. The background's colour is the image's
+    median; the figure is the ``FIGURE_PIXELS`` pixels farthest from it, its colour their mean; ``weight`` is 1 at
+    that colour falling to 0 at the background's (trails are in between), ``mask`` where it exceeds 0.5."""
+    background = image.flatten(1).median(dim=1).values.view(3, 1, 1)
+    distance = (image - background).norm(dim=0)
+    top = distance.flatten().topk(FIGURE_PIXELS).indices
+    colour = image.flatten(1)[:, top].mean(dim=1).view(3, 1, 1)
+    span = (colour - background).norm().clamp_min(1e-6)
+    weight = (1 - (image - colour).norm(dim=0) / span).clamp(0, 1)
+    return weight, weight > 0.5, colour.flatten()
+
+
+def _shape_iou(mask: torch.Tensor, kind: str, cx: float, cy: float) -> float:
+    x, y = world._grid(world.SIZE)
+    best = 0.0
+    for dx in (-0.5, 0.0, 0.5):
+        for dy in (-0.5, 0.0, 0.5):
+            shape = world._shape_mask(kind, x, y, cx + dx, cy + dy, world.RADIUS).float()
+            shape = F.avg_pool2d(shape[None, None], world.SUPERSAMPLE)[0, 0] > 0.5
+            union = (shape | mask).sum()
+            best = max(best, float((shape & mask).sum() / union) if union else 0.0)
+    return best
+
+
+def image_figures(image: torch.Tensor, case: world.Case) -> dict:
+    """The gate figures of one image ``[3, H, W]`` (0..1) drawn for ``case``'s caption."""
+    weight, solid, colour = _figure(image)
+    palette = {name: torch.tensor(rgb) for name, rgb in world.COLOURS.items()}
+    # the figure's colour (stripes make a shape up to 25 % darker than its name) is nearest the caption's
+    nearest = min(palette, key=lambda n: min(float((colour - palette[n]).norm()),
+                                             float((colour - 0.87 * palette[n]).norm())))
+    figures = {"tv": total_variation(image), "saturation": saturation(image), "brightness": float(image.mean()),
+               "colour_drawn": nearest == case.colour, "shape_drawn": False, "trail_behind": False}
+    if solid.sum() >= 3:
+        ys, xs = torch.nonzero(solid, as_tuple=True)
+        cx, cy = float(xs.float().mean()) + 0.5, float(ys.float().mean()) + 0.5
+        ious = {kind: _shape_iou(solid, kind, cx, cy) for kind in SHAPES}
+        figures["shape_drawn"] = max(ious, key=ious.get) == case.shape and ious[case.shape] >= 0.4
+        dx, dy = world.DIRECTIONS[case.direction]
+
+        def shifted(mask, pixels):
+            return torch.roll(mask, (int(dy * pixels), int(dx * pixels)), (0, 1))
+
+        core = weight > 0.8
+        behind = (shifted(core, -1) | shifted(core, -2)) & ~solid
+        ahead = (shifted(core, 1) | shifted(core, 2)) & ~solid
+        if behind.any() and ahead.any():  # more of the figure's colour in the 2 px behind it than in the 2 ahead
+            figures["trail_behind"] = float(weight[behind].mean() - weight[ahead].mean()) > TRAIL_MARGIN
+    return figures
+
+
+def summary(images: torch.Tensor, cases: list[world.Case], data_saturation: float | None = None) -> dict:
+    rows = [image_figures(img, c) for img, c in zip(images, cases, strict=True)]
+    out = {k: sum(float(r[k]) for r in rows) / len(rows) for k in ("colour_drawn", "shape_drawn", "saturation",
+                                                                    "brightness", "tv")}
+    out["count"] = len(rows)
+    out["_tv"] = [r["tv"] for r in rows]
+    if data_saturation is not None:
+        out["saturation_gap"] = abs(out["saturation"] - data_saturation)
+    return out
+
+
+def truth_statistics(count: int, seed: int) -> dict:
+    """Rendered frames as stage 1 sees them: their gate figures, and the noise threshold (TV's 99.9th percentile
+    + 20 %)."""
+    gen = torch.Generator().manual_seed(seed)
+    cases = [world.random_case(gen, world.STAGE1_CLIP) for _ in range(count)]
+    frames = [int(torch.randint(1, world.STAGE1_CLIP, (1,), generator=gen)) for _ in range(count)]
+    images = torch.stack([world.render_frame(c, f) for c, f in zip(cases, frames, strict=True)])
+    truth = summary(images, cases)
+    tvs = sorted(truth.pop("_tv"))
+    truth["noise_threshold"] = 1.2 * tvs[min(len(tvs) - 1, math.ceil(0.999 * len(tvs)) - 1)]
+    truth["trail_behind"] = _trail_fraction(images, cases)
+    return truth
+
+
+def _trail_fraction(images, cases) -> float:
+    return sum(float(image_figures(i, c)["trail_behind"]) for i, c in zip(images, cases, strict=True)) / len(cases)
+
+
+def sampled_statistics(images: torch.Tensor, cases: list[world.Case], truth: dict) -> dict:
+    """The gate figures of ``images`` sampled for ``cases``' captions, judged against ``truth``."""
+    out = summary(images, cases, truth["saturation"])
+    tvs = out.pop("_tv")
+    out["noise_like"] = sum(tv > truth["noise_threshold"] for tv in tvs) / len(tvs)
+    out["trail_behind"] = _trail_fraction(images, cases)
+    out["gates"] = {name: _passes(out[name], op, threshold) for name, op, threshold in GATES}
+    out["passes"] = all(out["gates"].values())
+    return out
+
+
+def _passes(value: float, op: str, threshold: float) -> bool:
+    return value <= threshold if op == "<=" else value >= threshold
