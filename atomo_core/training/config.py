@@ -68,8 +68,9 @@ class ConditioningConfig:
     drop_image: float = _key(0.1, "probability of training without the image channels (image dropout)")
     drop_both: float = _key(0.05, "probability of dropping text and image together")
     loss_on_given: bool = _key(False, "also count the given frames in the loss")
-    image_layout: str = _key("given_only", "what the frames that are not given carry in the image channels: "
-                                           "given_only (zeros) | every_frame (the nearest given frame's latent)")
+    image_layout: str = _key("every_frame", "what the frames that are not given carry in the image channels: "
+                                            "every_frame (the nearest given frame's latent; the toy study's pick) | "
+                                            "given_only (zeros)")
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,10 @@ FRAMES = 16
 pytestmark = pytest.mark.usefixtures("free_models")  # unload every model after each test
 
 
-def _random_module(seed: int):
+def _random_module(seed: int, image_layout: str = "every_frame"):
     from atomo_core.atomovideo_format import new_atomovideo_module
 
-    module = new_atomovideo_module(max_frames=24, name="trained.safetensors")
+    module = new_atomovideo_module(max_frames=24, name="trained.safetensors", image_layout=image_layout)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in module.named_parameters():
@@ -33,14 +33,17 @@ def _random_module(seed: int):
     return module
 
 
-def test_trainer_model_and_nodes_agree(sd15, ours, tmp_path):
+@pytest.mark.parametrize("image_layout", ["every_frame", "given_only"])
+def test_trainer_model_and_nodes_agree(sd15, ours, tmp_path, image_layout):
+    """Both image layouts (the trainer's default ``every_frame``, and ``given_only`` of the first files): the nodes
+    build the trainer's conditioning from the file's header, and the two sides predict the same."""
     from safetensors.torch import load_file
 
     from atomo_core.atomovideo_format import save_atomovideo
     from atomo_core.training.unet import TemporalUNet
 
     unet2d, base = sd15
-    module = _random_module(seed=3)
+    module = _random_module(seed=3, image_layout=image_layout)
     trainer = TemporalUNet(unet2d, module)
     try:
         with torch.no_grad():
@@ -51,18 +54,27 @@ def test_trainer_model_and_nodes_agree(sd15, ours, tmp_path):
         path.parent.mkdir()
         save_atomovideo(exported, str(path), extra_metadata={"training_step": "123"})
         assert load_file(str(path))["conv_in.weight"].shape == (320, 9, 3, 3)
+        if image_layout == "given_only":  # a file from before the field existed: it must load as given_only
+            _drop_metadata(path, "image_layout")
         register_model_folder("motion_modules", path.parent)
 
         loader = ours("nodes.load_motion_module").AtomoLoadMotionModule
         model = loader.execute(base, "trained.safetensors").result[0]
         attachment = model.get_attachment("atomo_video")
         assert attachment.config.prediction_type == "v_prediction" and attachment.config.zero_terminal_snr
+        assert attachment.config.image_layout == image_layout  # read back from the file's header
         model = model.clone()
         ours("nodes.conv_in").patch_conv_in(model, attachment.module)
 
         gen = torch.Generator().manual_seed(5)
         image_latent = torch.randn(1, 4, 8, 8, generator=gen)
-        concat = ours("atomo_core.conditioning").atomovideo_concat(image_latent, FRAMES, [0])
+        # what Image Inject Conditioning builds from the loaded file, against what the trainer's objective builds
+        concat = ours("nodes.injection").image_concat(attachment.module, image_latent, FRAMES, 0, "")
+        assert _trainer_concat(image_latent, image_layout).equal(concat)
+        if image_layout == "every_frame":
+            assert concat[1:, 1:].equal(image_latent.expand(FRAMES - 1, -1, -1, -1))  # the image in every frame
+        else:
+            assert not concat[1:].any()
         context = torch.randn(1, 77, 768, generator=gen)
         positive = [[context, {"noise_concat": concat}]]
         negative = [[torch.randn(1, 77, 768, generator=gen), {"noise_concat": concat}]]
@@ -90,6 +102,26 @@ def test_trainer_model_and_nodes_agree(sd15, ours, tmp_path):
         assert out.shape == (FRAMES, 4, 8, 8) and torch.isfinite(out).all()
     finally:
         trainer.remove()
+
+
+def _drop_metadata(path, key: str) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), "pt") as f:
+        metadata = dict(f.metadata())
+    assert metadata.pop(key)
+    save_file(load_file(str(path)), str(path), metadata=metadata)
+
+
+def _trainer_concat(image_latent: torch.Tensor, image_layout: str) -> torch.Tensor:
+    """The image channels the trainer's objective builds for one clip with frame 0 given."""
+    from atomo_core.training.objective import Draws, Objective, ObjectiveConfig
+
+    objective = Objective(ObjectiveConfig(image_layout=image_layout))
+    latents = image_latent.unsqueeze(1).expand(1, FRAMES, -1, -1, -1)  # frame 0 is the given one
+    draws = Draws(torch.tensor([999]), torch.zeros(FRAMES, *image_latent.shape[1:]), [True], [True], [1])
+    return objective.build(latents, draws).model_input[:, 4:]
 
 
 def test_trainer_reads_the_checkpoint_file_comfyui_reads(pack, ours):
