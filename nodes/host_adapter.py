@@ -26,7 +26,7 @@ import comfy.patcher_extension
 import torch
 from einops import rearrange
 
-from ..atomo_core.errors import AtomoError, FrameLimitError
+from ..atomo_core.errors import AtomoError, FrameLimitError, frame_limit_advice
 from ..atomo_core.formats import FAMILY_LABELS
 from ..atomo_core.layout import SD15_WIDTHS
 from ..atomo_core.motion_module import MotionModule
@@ -191,9 +191,8 @@ def _diffusion_model_wrapper(attachment: MotionAttachment):
         if limit is not None and frames > limit:
             raise FrameLimitError(
                 f"'{attachment.module.name}' ({FAMILY_LABELS[attachment.config.family]}) was trained on at most "
-                f"{limit} frames, but this batch has {frames} frames per video. Set the latent batch size (frame "
-                f"count) to {limit} or fewer, or make a longer video with Predict Next Frames, which extends a clip "
-                "segment by segment."
+                f"{limit} frames, but this batch has {frames} frames per video. "
+                + frame_limit_advice(limit, attachment.config.image_conditioning is not None)
             )
         attachment.frames = frames
         try:

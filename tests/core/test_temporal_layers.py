@@ -219,3 +219,14 @@ def test_attention_is_the_callers(site_weights):
     assert_far_off(layer(x, 16, attention=one_head), default, FLOAT32_REORDERED, 100, "attention with 1 head")
     conv = TemporalConvLayer(640)
     assert torch.equal(conv(x, 16, attention=one_head), x)  # a layer without attention ignores it
+
+
+def test_the_frame_limit_advice_points_each_kind_of_module_the_right_way():
+    from atomo_core.errors import frame_limit_advice
+
+    text_only = frame_limit_advice(32, image_module=False)
+    assert "Context Windows (video frames)" in text_only and "32 or fewer" in text_only
+    assert "Predict Next Frames needs an image module" in text_only  # never sent to a node that cannot serve it
+    image = frame_limit_advice(16, image_module=True)
+    assert image.index("Predict Next Frames") < image.index("Context Windows (video frames)")
+    assert "16 or fewer" in image

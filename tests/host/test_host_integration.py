@@ -134,7 +134,8 @@ def test_too_many_frames_is_refused_with_the_limit_and_comfyui_keeps_working(sd1
     _, base = sd15
     sd = animatediff_state_dict("v1", seed=1)
     v1 = attach(base, core.build_motion_module(sd, core.detect_config(sd), "mm_sd_v15.ckpt"))
-    with pytest.raises(core.FrameLimitError, match=r"'mm_sd_v15.ckpt' \(AnimateDiff v1\).*at most 24 frames.*25 frames"):
+    with pytest.raises(core.FrameLimitError, match=r"'mm_sd_v15.ckpt' \(AnimateDiff v1\).*at most 24 frames.*25 "
+                       r"frames.*Context Windows \(video frames\)"):
         _run(v1, frames=25)
     ok, _ = _run(v1, frames=24)
     assert torch.isfinite(ok).all()
