@@ -216,11 +216,20 @@ def verdicts_list(results: dict) -> list[dict]:
              if a > b]
     pe = m["eps"]["probe_held_out"]
     pe = pe[max(pe, key=lambda k: int(k[1:]))]
+    trivial = max(v_i2v["hold_psnr"], v_i2v["flat_psnr"])  # holding the given frame still, or a flat grey clip
     out.append({
-        "property": "v_prediction_zero_snr_beats_epsilon", "holds": len(ahead) >= 3,
+        "property": "v_prediction_zero_snr_beats_epsilon",
+        "holds": len(ahead) >= 3 and v_i2v["truth_psnr"] > trivial,
         "figure": f"v-pred + ZTSNR ahead on {len(ahead)} of 5 sampled figures ({', '.join(ahead) or 'none'}); probe "
-                  f"at the pure-noise step with the image {p['with_image']:.4f} against epsilon's {pe['with_image']:.4f}",
-        "criterion": "ahead on at least 3 of the 5 sampled figures"})
+                  f"at the pure-noise step with the image {p['with_image']:.4f} against epsilon's {pe['with_image']:.4f};"
+                  f" but its clip PSNR (lock on) {v_i2v['truth_psnr']:.1f} dB is {trivial - v_i2v['truth_psnr']:.1f} dB "
+                  f"below the best trivial answer (the given frame held still {v_i2v['hold_psnr']:.1f} dB, a flat clip "
+                  f"{v_i2v['flat_psnr']:.1f} dB)" if v_i2v["truth_psnr"] <= trivial else
+                  f"v-pred + ZTSNR ahead on {len(ahead)} of 5 sampled figures ({', '.join(ahead) or 'none'}), and its "
+                  f"clip PSNR {v_i2v['truth_psnr']:.1f} dB beats the best trivial answer by "
+                  f"{v_i2v['truth_psnr'] - trivial:.1f} dB",
+        "criterion": "ahead on at least 3 of the 5 sampled figures, and above the trivial answers (hold the given "
+                     "frame, a flat clip) in clip PSNR"})
     return out
 
 
