@@ -27,6 +27,12 @@ def comfyui_path() -> pathlib.Path | None:
     return path if (path / "comfy" / "model_patcher.py").is_file() else None
 
 
+def is_installable_fork(root: pathlib.Path) -> bool:
+    """``hiddenswitch/pip-and-uv-installable-ComfyUI`` (an installed package that merges upstream): its
+    ``folder_paths``, ``execution`` and ``nodes`` live under ``comfy/cmd`` and ``comfy/nodes`` (see README)."""
+    return (root / "comfy" / "cmd" / "folder_paths.py").is_file()
+
+
 def require_comfyui() -> pathlib.Path:
     path = comfyui_path()
     if path is None:
@@ -45,6 +51,8 @@ def boot():
     import _torchvision_shim
 
     _torchvision_shim.install()
+    if is_installable_fork(root):
+        return _boot_fork(root)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     import utils.install_util  # noqa: F401  (as main.py does: ComfyUI's utils package before nodes.py shadows it)
@@ -57,16 +65,10 @@ def boot():
 
     import nodes
 
-    scratch = pathlib.Path(tempfile.mkdtemp(prefix="atomo_host_"))
-    for sub in ("output", "temp", "input", "models"):
-        (scratch / sub).mkdir()
+    scratch, link = _scratch_with_pack()
     folder_paths.set_output_directory(str(scratch / "output"))
     folder_paths.set_temp_directory(str(scratch / "temp"))
     folder_paths.set_input_directory(str(scratch / "input"))
-    custom = scratch / "custom_nodes"
-    custom.mkdir()
-    link = custom / PACK_NAME
-    link.symlink_to(REPO, target_is_directory=True)
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     ok = asyncio.run(nodes.load_custom_node(str(link)))
     assert ok, "ComfyUI failed to load the pack; see the log above"
@@ -78,3 +80,36 @@ def boot():
 def scratch_dir() -> pathlib.Path:
     boot()
     return _STATE["scratch"]
+
+
+def _scratch_with_pack() -> tuple[pathlib.Path, pathlib.Path]:
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="atomo_host_"))
+    for sub in ("output", "temp", "input", "models", "custom_nodes"):
+        (scratch / sub).mkdir()
+    link = scratch / "custom_nodes" / PACK_NAME
+    link.symlink_to(REPO, target_is_directory=True)
+    return scratch, link
+
+
+def _boot_fork(root: pathlib.Path):
+    """The installable fork (run with the Python it is installed in): a base directory holding the pack in
+    ``custom_nodes``, its default folders, its node import (built-in nodes, then custom nodes the vanilla way),
+    and its ``nodes`` alias switched to the mapping with custom nodes in it."""
+    from comfy.cli_args import args
+
+    args.cpu = True
+    args.disable_api_nodes = True
+    scratch, link = _scratch_with_pack()
+    args.base_directory = str(scratch)
+    from comfy.cmd import folder_paths
+    from comfy.execution_context import current_execution_context
+
+    folder_paths.init_default_paths(current_execution_context().folder_names_and_paths, args)
+    from comfy.nodes_context import get_nodes
+
+    exported = get_nodes()
+    assert "AtomoLoadMotionModule" in exported.NODE_CLASS_MAPPINGS, "the fork did not load the pack; see the log"
+    sys.modules["nodes"].activate()  # the vanilla alias: NODE_CLASS_MAPPINGS with the custom nodes
+    pack = sys.modules[PACK_NAME]
+    _STATE.update(pack=pack, scratch=scratch, fork=True)
+    return pack
