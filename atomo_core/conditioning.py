@@ -134,3 +134,32 @@ def pia_concat(image_latent: torch.Tensor, frames: int, preset: str, cond_frame:
     mask = repeat(mask, "f -> f 1 h w", h=height, w=width)
     latents = repeat(image_latent[0], "c h w -> f c h w", f=frames)
     return torch.cat([mask, latents], dim=1)
+
+
+def window_anchor_frames(concat: torch.Tensor, family: str) -> list[int]:
+    """The frames a context window should always hold to keep a long clip on the image (``concat [F, 5, h, w]``):
+    AtomoVideo's given frames (mask 1 everywhere), PIA's condition frame (its largest mask value; the first on a
+    tie). ``[]`` for a condition without an image (mask all zero)."""
+    mask = concat[:, 0].detach().flatten(1)
+    if family == "atomovideo":
+        return [i for i in range(mask.shape[0]) if bool((mask[i] == 1).all())]
+    if family == "pia":
+        level = mask.amax(dim=1)
+        return [] if float(level.max()) <= 0 else [int(torch.argmax(level))]
+    raise ConditioningError(f"unknown image conditioning family {family!r}; known: atomovideo, pia.")
+
+
+def window_concat(concat: torch.Tensor, family: str, index_list: list[int], anchors: list[int]) -> torch.Tensor:
+    """The image channels of one context window ``[len(index_list), 5, h, w]`` whose frames are ``index_list``
+    (the ``anchors`` first): AtomoVideo's are the clip's own (given frames mask 1 and their latent); PIA's window is a
+    clip of its own length with the condition frame first, so the frame at window position ``p`` gets the strength
+    of distance ``p`` from the condition frame (read from the clip's mask, whose values are PIA's coefficients by
+    distance)."""
+    window = concat[list(index_list)]
+    if family != "pia" or not anchors or list(index_list[: len(anchors)]) != list(anchors):
+        return window
+    frames, cond = concat.shape[0], anchors[0]
+    reference = [cond + p if cond + p < frames else max(cond - p, 0) for p in range(len(index_list))]
+    window = window.clone()
+    window[:, :1] = concat[reference, :1]
+    return window

@@ -38,10 +38,12 @@ def node_list() -> list:
     from .image_inject_conditioning import AtomoImageInjectConditioning
     from .load_motion_module import AtomoLoadMotionModule
     from .motion_lora import AtomoLoadMotionLoRA
+    from .motion_strength import AtomoMotionStrength
     from .predict_next_frames import AtomoPredictNextFrames
+    from .prompt_travel import AtomoPromptTravel
     from .video_metrics import AtomoVideoMetrics
     from .zero_snr_sampler import AtomoZeroSNRVSampler
 
     return [AtomoLoadMotionModule, AtomoLoadMotionLoRA, AtomoImageInjectConditioning, AtomoZeroSNRVSampler,
             AtomoPredictNextFrames, AtomoVideoMetrics, AtomoVideoGuider, AtomoTrailingSigmas, AtomoFrameInitNoise,
-            AtomoContextWindows]
+            AtomoContextWindows, AtomoMotionStrength, AtomoPromptTravel]

@@ -10,10 +10,14 @@ import node_helpers
 import torch
 
 CONCAT_KEY = "noise_concat"
+FAMILY_KEY = "atomo_image_family"  # "atomovideo" or "pia": how the image channels are laid out (context windows)
 
 
-def with_concat(conditioning, concat: torch.Tensor):
-    return node_helpers.conditioning_set_values(conditioning, {CONCAT_KEY: concat})
+def with_concat(conditioning, concat: torch.Tensor, family: str | None = None):
+    values = {CONCAT_KEY: concat}
+    if family is not None:
+        values[FAMILY_KEY] = family
+    return node_helpers.conditioning_set_values(conditioning, values)
 
 
 def concat_of(conditioning) -> torch.Tensor | None:

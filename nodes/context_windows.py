@@ -19,6 +19,13 @@ feature, not by version, next to the code it adapts):
 - **windows**: core's window objects, re-typed to ``VideoWindow`` (tuple indexing; ``dim``, the anchor and
   ``retain_index_list`` honoured), so whatever core's constructor records (``total_frames``, ``context_overlap``)
   is kept.
+- **the image in every window** (both): PIA and AtomoVideo windows each hold the given frames first (AtomoVideo:
+  their clean latent and mask 1; PIA: the condition frame, the strengths of a clip of the window's length), so
+  every window is a clip as the module was trained on, not a slice of the clip far from the image. Current core's
+  ``cond_retain_index_list`` / ``latent_retain_index_list`` overwrite a window's own first frames with the clip's
+  first frames instead: the window then runs one frame fewer of its own and adds the output at the retained
+  positions to the wrong frames; ours schedules the windows over the other frames, ``len(given)`` shorter, and
+  puts the given frames in front.
 
 What already saw the window, checked in ``tests/host/test_context_windows.py``: the UNet call (16 frames per
 cond/uncond chunk, so the motion module's frame limit and its frame count per video are the window's), v1/PIA's
@@ -36,8 +43,10 @@ import comfy.patcher_extension
 import torch
 from comfy_api.latest import io
 
+from ..atomo_core.conditioning import window_anchor_frames, window_concat
 from ..atomo_core.errors import AtomoError
 from ..atomo_core.noise_init import freenoise
+from .conditioning import CONCAT_KEY, FAMILY_KEY
 from .host_adapter import get_attachment
 
 log = logging.getLogger("AtomoVideo")
@@ -75,13 +84,15 @@ class VideoWindow(cw.IndexListContextWindow):
 class VideoContextHandler(cw.IndexListContextHandler):
     """``IndexListContextHandler`` on the batch dimension, with the adaptations above."""
 
-    def __init__(self, freenoise: bool = False, **kwargs):
+    def __init__(self, freenoise: bool = False, given_in_every_window: bool = True, **kwargs):
         extra = {"causal_window_fix": False} if "causal_window_fix" in HANDLER_OPTIONS else {}
         if CORE_FREENOISE:
             extra["freenoise"] = freenoise
         super().__init__(dim=0, **kwargs, **extra)
         self.freenoise = freenoise
+        self.given_in_every_window = given_in_every_window
         self._full_hints: dict[int, tuple] = {}  # id(control) -> (control, its full hint batch)
+        self._image: tuple[str, torch.Tensor, list[int]] | None = None  # this step's (family, image channels, anchors)
 
     def set_step(self, timestep: torch.Tensor, model_options: dict):
         sigmas = model_options.get("transformer_options", {}).get("sample_sigmas")
@@ -91,27 +102,104 @@ class VideoContextHandler(cw.IndexListContextHandler):
         sigma = timestep.flatten()[0].to(sigmas)
         self._step = int(torch.argmin((sigmas - sigma).abs()).item())
 
+    def _find_image(self, conds, frames: int):
+        """``(family, image channels [F, 5, h, w], anchor frames)`` of the first condition carrying an image."""
+        for cond_list in conds:
+            for cond in cond_list or []:
+                family, concat = cond.get(FAMILY_KEY), cond.get(CONCAT_KEY)
+                if family and isinstance(concat, torch.Tensor) and concat.shape[0] == frames:
+                    anchors = window_anchor_frames(concat, family)
+                    if anchors:
+                        return family, concat, anchors
+        return None
+
     def get_context_windows(self, model, x_in, model_options):
-        windows = super().get_context_windows(model, x_in, model_options)
+        frames = x_in.shape[0]
+        anchors = self._image[2] if self._image is not None and self.given_in_every_window else []
+        if not anchors or frames <= self.context_length:
+            windows = super().get_context_windows(model, x_in, model_options)
+        else:
+            windows = self._anchored_windows(model, x_in, model_options, anchors)
         for window in windows:
             window.__class__ = VideoWindow  # keep what core's constructor recorded (total_frames, overlap, ...)
+            window.total_frames = frames
+        return windows
+
+    def _anchored_windows(self, model, x_in, model_options, anchors: list[int]):
+        """Image modules: core's windows over the frames that are not given, ``len(anchors)`` shorter, each with
+        the given frames (PIA: the condition frame) put first, so every window is a clip as the module was trained
+        on; the outputs at the given frames are fused like any frame's."""
+        frames, length = x_in.shape[0], self.context_length - len(anchors)
+        if length <= self.context_overlap:
+            raise AtomoError(
+                f"context_length {self.context_length} leaves {length} new frame(s) per window beside the "
+                f"{len(anchors)} given frame(s) every window holds, not more than context_overlap "
+                f"({self.context_overlap}): the windows would not advance. Use a longer context_length or a "
+                "smaller context_overlap.")
+        rest = [i for i in range(frames) if i not in set(anchors)]
+        saved = self.context_length
+        self.context_length = length
+        try:
+            windows = super().get_context_windows(model, x_in[: len(rest)], model_options)
+        finally:
+            self.context_length = saved
+        for window in windows:
+            window.own = (list(window.index_list), len(rest))  # the window's own frames in the schedule's terms
+            generated = [rest[i] for i in window.index_list]
+            window.index_list = list(anchors) + generated
+            window.context_length = len(window.index_list)
+            if hasattr(window, "center_ratio"):  # current core: where the window's own frames lie in the clip
+                window.center_ratio = (min(generated) + max(generated)) / (2 * frames)
         return windows
 
     def get_resized_cond(self, cond_in, x_in, window, device=None):
         resized = super().get_resized_cond(cond_in, x_in, window, device)
         frames = x_in.shape[0]
-        for cond in resized or []:
+        # (core also slices the conditioning's own top-level tensors, our full image channels among them: read
+        # those from the condition as it came in; split_conds_to_windows is off, so the lists pair up)
+        for original, cond in zip(cond_in or [], resized or [], strict=True):
             for key, value in list(cond.get("model_conds", {}).items()):
                 # ComfyUI 0.3.64 leaves per-frame conds whole at dimension 0 (current core slices them itself)
                 tensor = getattr(value, "cond", None)
                 if isinstance(tensor, torch.Tensor) and tensor.ndim > 0 and tensor.shape[0] == frames and \
                         len(window.index_list) != frames:
                     cond["model_conds"][key] = value._copy_with(window.get_tensor(tensor, device))
+            full = original.get(CONCAT_KEY)
+            if self._image is not None and self._image[0] == "pia" and "c_concat" in cond.get("model_conds", {}) \
+                    and original.get(FAMILY_KEY) == "pia" and isinstance(full, torch.Tensor) \
+                    and full.shape[0] == frames:
+                # PIA: the window is a clip of its own length, condition frame first (strengths by window position)
+                value = cond["model_conds"]["c_concat"]
+                anchors = self._image[2] if self.given_in_every_window else []
+                concat = window_concat(full, "pia", window.index_list, anchors)
+                cond["model_conds"]["c_concat"] = value._copy_with(concat.to(device or concat.device))
             control = cond.get("control")
             while control is not None:
                 self._window_hint(control, window, frames)
                 control = control.previous_controlnet
         return resized
+
+    def combine_context_window_results(self, x_in, sub_conds_out, sub_conds, window, window_idx, total_windows,
+                                       timestep, conds_final, counts_final, biases_final):
+        """A window holding the given frames first: its own frames are weighted as core weights the window the
+        schedule made (so ``overlap-linear`` still ramps between neighbours), the given frames with 1."""
+        own = getattr(window, "own", None)
+        if own is None or self.fuse_method.name == cw.ContextFuseMethods.RELATIVE:
+            return super().combine_context_window_results(x_in, sub_conds_out, sub_conds, window, window_idx,
+                                                          total_windows, timestep, conds_final, counts_final,
+                                                          biases_final)
+        index, frames = own
+        given = len(window.index_list) - len(index)
+        weights = [1.0] * given + [float(w) for w in cw.get_context_weights(len(index), frames, index, self,
+                                                                            sigma=timestep)]
+        weights = cw.match_weights_to_dim(weights, x_in, self.dim, device=x_in.device)
+        for i in range(len(sub_conds_out)):
+            window.add_window(conds_final[i], sub_conds_out[i] * weights)
+            window.add_window(counts_final[i], weights)
+        for callback in comfy.patcher_extension.get_all_callbacks(
+                cw.IndexListCallbacks.COMBINE_CONTEXT_WINDOW_RESULTS, self.callbacks):
+            callback(self, x_in, sub_conds_out, sub_conds, window, window_idx, total_windows, timestep, conds_final,
+                     counts_final, biases_final)
 
     @staticmethod
     def _forget_prepared_hints(control) -> None:
@@ -132,6 +220,7 @@ class VideoContextHandler(cw.IndexListContextHandler):
                 self._forget_prepared_hints(control)
 
     def execute(self, calc_cond_batch, model, conds, x_in, timestep, model_options):
+        self._image = self._find_image(conds, x_in.shape[0])
         try:
             return super().execute(calc_cond_batch, model, conds, x_in, timestep, model_options)
         finally:
@@ -154,7 +243,7 @@ def _freenoise_wrapper(executor, guider, sigmas, extra_args, callback, noise, *a
 
 def with_context_windows(model, context_length: int, context_overlap: int, context_schedule: str,
                          context_stride: int = 1, closed_loop: bool = False, fuse_method: str = "pyramid",
-                         use_freenoise: bool = False):
+                         use_freenoise: bool = False, given_in_every_window: bool = True):
     """A clone of ``model`` that samples more frames than ``context_length`` window by window."""
     if context_overlap >= context_length:
         raise AtomoError(f"context_overlap ({context_overlap}) must be smaller than context_length "
@@ -171,7 +260,7 @@ def with_context_windows(model, context_length: int, context_overlap: int, conte
         context_schedule=cw.get_matching_context_schedule(context_schedule),
         fuse_method=cw.get_matching_fuse_method(fuse_method),
         context_length=context_length, context_overlap=context_overlap, context_stride=context_stride,
-        closed_loop=closed_loop, freenoise=use_freenoise)
+        closed_loop=closed_loop, freenoise=use_freenoise, given_in_every_window=given_in_every_window)
     cw.create_prepare_sampling_wrapper(model)  # core's: estimate memory for one window, not the whole clip
     if use_freenoise:
         if CORE_FREENOISE:
@@ -217,12 +306,17 @@ class AtomoContextWindows(io.ComfyNode):
                 io.Boolean.Input("freenoise", default=False, optional=True,
                                  tooltip="FreeNoise: later windows start from shuffled copies of the first window's "
                                          "noise, so a long video keeps one look (seeded: a run repeats exactly)."),
+                io.Boolean.Input("image_in_every_window", default=True, optional=True,
+                                 tooltip="PIA and AtomoVideo: every window holds the given frame(s) first, as a clip "
+                                         "the module was trained on, so the whole video stays on the image. Off: "
+                                         "only the windows that contain them see them."),
             ],
             outputs=[io.Model.Output(tooltip="For KSampler, SamplerCustom(Advanced) or the Zero-SNR V Sampler.")],
         )
 
     @classmethod
     def execute(cls, model, context_length, context_overlap, context_schedule, context_stride, closed_loop,
-                fuse_method, freenoise=False) -> io.NodeOutput:
+                fuse_method, freenoise=False, image_in_every_window=True) -> io.NodeOutput:
         return io.NodeOutput(with_context_windows(model, context_length, context_overlap, context_schedule,
-                                                  context_stride, closed_loop, fuse_method, freenoise))
+                                                  context_stride, closed_loop, fuse_method, freenoise,
+                                                  image_in_every_window))

@@ -30,6 +30,7 @@ from ..atomo_core.errors import AtomoError, FrameLimitError, frame_limit_advice
 from ..atomo_core.formats import FAMILY_LABELS
 from ..atomo_core.layout import SD15_WIDTHS
 from ..atomo_core.motion_module import MotionModule
+from ..atomo_core.motion_strength import MotionStrength, apply_strength
 from ..atomo_core.temporal_attention import TemporalLayer
 from .attention import comfy_attention
 from .conv_in import remove_conv_in
@@ -39,6 +40,9 @@ from .model_sampling import patch_model_sampling
 log = logging.getLogger("AtomoVideo")
 
 KEY = "atomo_video"
+STRENGTH_KEY = "atomo_motion_strength"  # transformer_options: a MotionStrength (Motion Strength node)
+VIDEO_FRAMES_KEY = "atomo_video_frames"  # transformer_options: (first frame, frames in all) of this sampling run
+# within the whole video, when a run makes only part of it (Predict Next Frames' segments)
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 STORAGE_CHOICES = ("smaller", "compute", "file")  # how the module's weights are kept: see storage_dtype
 DEFAULT_STORAGE = "smaller"
@@ -102,7 +106,29 @@ def temporal_layer_handler(layer, x, emb, context, transformer_options, *args, *
     partially or stores it in another dtype; ``x`` itself is never moved.
     """
     frames = frames_per_video(x.shape[0], transformer_options)
-    return layer(x, frames, attention=comfy_attention(transformer_options))
+    strength = transformer_options.get(STRENGTH_KEY)
+    if not isinstance(strength, MotionStrength):
+        return layer(x, frames, attention=comfy_attention(transformer_options))
+    indices, total = video_frames(frames, transformer_options)
+    if strength.all_zero(indices, total):
+        return x
+    y = layer(x, frames, attention=comfy_attention(transformer_options))
+    factor = strength.factor(indices, total, x.shape[0] // frames, tuple(x.shape[-2:]), x)
+    return apply_strength(x, y, factor)
+
+
+def video_frames(frames: int, transformer_options: dict) -> tuple[list[int], int]:
+    """Which frames of the whole video this call's ``frames`` frames per video are, and the video's length: a
+    context window's frames (``transformer_options["context_window"]``, set by core's context windows), offset by
+    the run's place in a longer video (Predict Next Frames)."""
+    first, total = transformer_options.get(VIDEO_FRAMES_KEY, (0, None))
+    window = transformer_options.get("context_window")
+    index = list(getattr(window, "index_list", None) or [])
+    if len(index) == frames:
+        run = getattr(window, "total_frames", None) or max(index) + 1
+    else:
+        index, run = list(range(frames)), frames
+    return [first + i for i in index], max(total or 0, first + run)
 
 
 class FrameGroupNorm(torch.nn.Module):
@@ -194,7 +220,10 @@ def _diffusion_model_wrapper(attachment: MotionAttachment):
                 f"{limit} frames, but this batch has {frames} frames per video. "
                 + frame_limit_advice(limit, attachment.config.image_conditioning is not None)
             )
-        attachment.frames = frames
+        strength = transformer_options.get(STRENGTH_KEY)
+        # strength 0 on every frame: the image model alone, frame by frame (v1/PIA norms too)
+        still = isinstance(strength, MotionStrength) and strength.all_zero(*video_frames(frames, transformer_options))
+        attachment.frames = None if still else frames
         try:
             return executor(_pad_missing_image_channels(executor, x), *args, **kwargs)
         finally:

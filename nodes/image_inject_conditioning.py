@@ -81,12 +81,8 @@ class AtomoImageInjectConditioning(io.ComfyNode):
                 ipadapter_weight=1.0) -> io.NodeOutput:
         attachment = image_attachment(model)
         module = attachment.module
-        limit = module.max_frames
-        if limit is not None and frames > limit:
-            raise ConditioningError(
-                f"'{module.name}' makes at most {limit} frames per clip; {frames} were asked. Use {limit} or fewer "
-                "and extend the clip with Predict Next Frames."
-            )
+        # a clip longer than the module's limit is checked at sampling time, where Context Windows (video frames)
+        # may split it (every window held to the given frames)
         if image.shape[0] > frames:
             raise ConditioningError(
                 f"The image batch has {image.shape[0]} images but the clip has only {frames} frames. Use at least "
@@ -117,4 +113,6 @@ class AtomoImageInjectConditioning(io.ComfyNode):
             mask = torch.ones(frames, 1, height // 8, width // 8)
             mask[given] = 0.0
             latent["noise_mask"] = mask
-        return io.NodeOutput(patched, with_concat(positive, concat), with_concat(negative, concat), latent)
+        family = module.config.image_conditioning
+        return io.NodeOutput(patched, with_concat(positive, concat, family), with_concat(negative, concat, family),
+                             latent)

@@ -15,7 +15,7 @@ from ..atomo_core.formats import FAMILY_LABELS
 from ..atomo_core.frame_prediction import extend_video, plan_segments
 from ..atomo_core.image_fit import check_video_size
 from .conv_in import check_plain_input, patch_conv_in
-from .host_adapter import get_attachment
+from .host_adapter import VIDEO_FRAMES_KEY, get_attachment
 from .injection import check_vae
 from .sampling import sample_segment_with, segment_guider, segment_noise
 
@@ -150,7 +150,10 @@ class AtomoPredictNextFrames(io.ComfyNode):
             samples[: segment.context] = context
             mask = torch.ones(segment.length, 1, *context.shape[2:])
             mask[: segment.context] = 0.0
-            return sample_segment_with(segment_guider(guider, patched, concat, prompt), sampler, sigmas,
+            # which frames of the whole video this segment is (per-frame motion strength)
+            at_frames = patched.clone()
+            at_frames.model_options["transformer_options"][VIDEO_FRAMES_KEY] = (segment.context_start, total_frames)
+            return sample_segment_with(segment_guider(guider, at_frames, concat, prompt), sampler, sigmas,
                                        segment_noise(noise, segment.index, concat), samples, mask,
                                        progress.callback(segment))
 

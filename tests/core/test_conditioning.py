@@ -150,3 +150,34 @@ def test_pia_errors(frames, preset, cond_frame, message):
 def test_pia_concat_takes_one_image():
     with pytest.raises(ConditioningError, match="one image, got 2 latents"):
         pia_concat(_latents(2), 16, "small motion")
+
+
+def test_context_windows_find_the_frames_every_window_holds():
+    from atomo_core.conditioning import window_anchor_frames
+
+    latents = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(3))
+    assert window_anchor_frames(atomovideo_concat(latents, 20, [0, 1], "every_frame"), "atomovideo") == [0, 1]
+    assert window_anchor_frames(atomovideo_concat(latents[:1], 20, [5]), "atomovideo") == [5]
+    assert window_anchor_frames(pia_concat(latents[:1], 20, "small motion", 3), "pia") == [3]
+    assert window_anchor_frames(torch.zeros(20, 5, 3, 3), "pia") == []  # the "no image" condition
+    assert window_anchor_frames(torch.zeros(20, 5, 3, 3), "atomovideo") == []
+
+
+def test_a_pia_window_is_a_clip_of_its_own_length_with_the_condition_frame_first():
+    """Window frames [0, 20..34] of a 48-frame PIA clip: strengths by window position (1, then the preset's decay),
+    not the far frames' weak strengths; the latent in every frame; AtomoVideo windows are the clip's own frames."""
+    from atomo_core.conditioning import pia_mask_coefficients, window_concat
+
+    latent = torch.randn(1, 4, 3, 3, generator=torch.Generator().manual_seed(4))
+    full = pia_concat(latent, 48, "large motion", 0)
+    index = [0] + list(range(20, 35))
+    window = window_concat(full, "pia", index, [0])
+    assert window[:, 0, 0, 0].tolist() == pytest.approx(pia_mask_coefficients(16, "large motion", 0))
+    assert torch.equal(window[:, 1:], full[index, 1:])
+    assert window[1:, 0, 0, 0].tolist() != full[index[1:], 0, 0, 0].tolist()  # the slice would be all 0.5
+    assert torch.equal(window_concat(full, "pia", index, []), full[index])  # windows without anchors: a slice
+    mid = pia_concat(latent, 48, "large motion", 40)  # condition frame 40: distances read on either side
+    window = window_concat(mid, "pia", [40] + list(range(0, 15)), [40])
+    assert window[:, 0, 0, 0].tolist() == pytest.approx(pia_mask_coefficients(16, "large motion", 0))
+    given = atomovideo_concat(latent, 48, [0], "every_frame")
+    assert torch.equal(window_concat(given, "atomovideo", index, [0]), given[index])

@@ -235,3 +235,61 @@ def test_windows_honour_current_cores_window_fields(ours):
     if "causal_window_fix" in ours("nodes.context_windows").HANDLER_OPTIONS:
         assert handler.causal_window_fix is False  # AnimateDiff windows as trained, no anchor frame
     assert handler.dim == 0
+
+
+IMAGE_FRAMES = 48
+
+
+@pytest.mark.parametrize("family", ["atomovideo", "pia"])
+def test_image_modules_hold_the_given_frame_in_every_window(sd15, ours, tmp_path, vae, family):
+    """A 48-frame PIA or AtomoVideo clip through windows of 16 overlapping by 4: each window is the given frame
+    (PIA: the condition frame) followed by 15 frames of its own, scheduled over the other 47 frames (0 + 1-15,
+    0 + 12-26, 0 + 23-37, 0 + 33-47); every UNet call sees, at the window's first frame, the given frame's latent
+    with mask 1 in its image channels; AtomoVideo's other frames carry mask 0, PIA's the preset's strengths for a
+    16-frame clip. With ``image_in_every_window`` off, later windows see only their own frames (mask 0)."""
+    from host_models import random_atomovideo
+
+    _, base = sd15
+    if family == "pia":
+        install_model_file("motion_modules", tmp_path / "motion_modules", "pia.safetensors",
+                           animatediff_state_dict("pia", seed=12))
+        model = ours("nodes.load_motion_module").AtomoLoadMotionModule.execute(base, "pia.safetensors").result[0]
+    else:
+        model = ours("nodes.host_adapter").attach_motion_module(base, random_atomovideo(ours, seed=5))
+    node = ours("nodes.image_inject_conditioning").AtomoImageInjectConditioning
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(6))
+    model, positive, negative, latent = node.execute(model, conditioning(1), conditioning(2), vae, image,
+                                                     IMAGE_FRAMES, 64, 64, "crop").result
+    concat = positive[0][1]["noise_concat"]
+    given = concat[0, 1:]
+    noise = torch.randn(IMAGE_FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    sigma = model.get_model_object("model_sampling").sigmas[600]
+    windows_node = ours("nodes.context_windows").AtomoContextWindows
+    expected = [[0] + list(range(1, 16)), [0] + list(range(12, 27)), [0] + list(range(23, 38)),
+                [0] + list(range(33, 48))]
+    coefficients = ours("atomo_core.conditioning").pia_mask_coefficients(WINDOW, "small motion", 0)
+    for every_window in (True, False):
+        windowed = windows_node.execute(model, WINDOW, OVERLAP, "standard_static", 1, False, "pyramid", False,
+                                        every_window).result[0]
+        out, calls = one_step(windowed, noise, sigma, positive, negative, latent=latent["samples"])
+        assert torch.isfinite(out).all() and all(c["input"].shape[0] == 2 * WINDOW for c in calls)
+        inputs = [c["input"][:WINDOW] for c in calls]  # one chunk of each call (cond and uncond carry the same)
+        masks = [x[:, 4, 0, 0].tolist() for x in inputs]
+        noisy = (latent["samples"] + noise * sigma).flatten(1)  # each frame's noisy latent, before the UNet's scaling
+        frames_seen = [torch.nn.functional.cosine_similarity(x[:, None, :4].flatten(2), noisy[None], dim=2)
+                       .argmax(dim=1).tolist() for x in inputs]
+        if every_window:
+            assert frames_seen == expected
+            for x, mask in zip(inputs, masks, strict=True):
+                assert torch.allclose(x[0, 5:], given, atol=1e-6)
+                if family == "atomovideo":
+                    assert mask == [1.0] + [0.0] * (WINDOW - 1)
+                else:
+                    assert mask == pytest.approx(coefficients)
+        else:  # core's windows 0-15, 12-27, 24-39, 32-47: the later ones start far from the image
+            assert frames_seen == [list(range(start, start + WINDOW)) for start in (0, 12, 24, 32)]
+            assert masks[0][0] == 1.0
+            later = [m[0] for m in masks[1:]]
+            assert later == ([0.0] * 3 if family == "atomovideo" else pytest.approx([coefficients[-1]] * 3))
+    handler = windowed.model_options["context_handler"]
+    assert handler.given_in_every_window is False

@@ -15,7 +15,8 @@ def schemas(pack):
 def test_every_node_is_registered(schemas):
     assert set(schemas) == {"AtomoLoadMotionModule", "AtomoLoadMotionLoRA", "AtomoImageInjectConditioning",
                             "AtomoZeroSNRVSampler", "AtomoPredictNextFrames", "AtomoVideoMetrics", "AtomoVideoGuider",
-                            "AtomoTrailingSigmas", "AtomoFrameInitNoise", "AtomoContextWindows"}
+                            "AtomoTrailingSigmas", "AtomoFrameInitNoise", "AtomoContextWindows", "AtomoMotionStrength",
+                            "AtomoPromptTravel"}
 
 
 def test_every_input_and_output_has_a_tooltip(schemas):
@@ -106,7 +107,11 @@ def test_the_startup_line_names_the_comfyui_and_the_fallbacks(pack, ours):
 
     nodes = ours("nodes")
     line = nodes.startup_line()
-    version = re.search(r'__version__ = "([^"]+)"', (pathlib.Path(comfyui_path()) / "comfyui_version.py").read_text())
+    root = pathlib.Path(comfyui_path())
+    if (root / "comfyui_version.py").is_file():
+        version = re.search(r'__version__ = "([^"]+)"', (root / "comfyui_version.py").read_text())
+    else:  # the installable fork: its package version
+        version = re.search(r'^version = "([^"]+)"', (root / "pyproject.toml").read_text(), re.M)
     assert line.startswith(f"AtomoVideo: ComfyUI {version.group(1)};")
     # ComfyUI 0.3.64's context windows have no FreeNoise and no causal anchor: ours serves the first, nothing to undo
     has_freenoise = ours("nodes.context_windows").CORE_FREENOISE
