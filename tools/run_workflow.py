@@ -22,6 +22,9 @@ SaveAnimatedPNG, or Save Video / Save WEBM fed by core Create Video: its images)
 Ctrl-C cancels at the next progress step (a second Ctrl-C aborts at once). Exit status: 0 done, 1 ComfyUI
 could not start or the workflow failed (the message names the node, its class and ComfyUI's error), 2 bad
 usage or an unreadable file, 130 cancelled. Give ComfyUI's options after the workflow, or as ``--opt=value``.
+``--comfyui`` may also name the source of hiddenswitch/pip-and-uv-installable-ComfyUI installed in the Python
+that runs this script (recognised by its layout, ``comfy/cmd/folder_paths.py``); there ComfyUI's own options
+are not parsed and only this pack is loaded.
 
 In Python: ``run_workflow(prompt, comfyui_path=None, overrides=None, models_dirs=(), output_node=None,
 progress=None)`` returns ``dict(frames=Tensor[F,H,W,3], images={node_id: Tensor}, files=[paths written], outputs=ui_outputs,
@@ -90,15 +93,57 @@ def _comfyui_root(comfyui_path) -> pathlib.Path:
 
 
 def _pack_loaded(nodes) -> bool:
+    if not hasattr(nodes, "LOADED_MODULE_DIRS"):  # the installable fork's alias: its node mapping says it
+        return "AtomoLoadMotionModule" in nodes.NODE_CLASS_MAPPINGS
     return any(os.path.realpath(d) == str(REPO) for d in nodes.LOADED_MODULE_DIRS.values())
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or (xpu is not None and xpu.is_available()) or torch.backends.mps.is_available()
+
+
+def _booted_nodes():
+    """ComfyUI's ``nodes`` when another caller in this process booted it (tests/comfy_host.py), else ``None``."""
+    nodes = sys.modules.get("nodes")
+    return nodes if hasattr(nodes, "LOADED_MODULE_DIRS") or hasattr(nodes, "activate") else None
+
+
+def _boot_fork(cpu: bool | None):
+    """hiddenswitch/pip-and-uv-installable-ComfyUI (installed in this Python; ``folder_paths``, ``execution`` and
+    ``nodes`` live in ``comfy/cmd`` and ``comfy/nodes``, aliased to the old names once its nodes load): a base
+    directory holding this pack in ``custom_nodes``, its default folders, its node import."""
+    from comfy.cli_args import args
+
+    args.cpu = bool(args.cpu or cpu or (cpu is None and not _has_gpu()))
+    args.disable_api_nodes = True
+    base = pathlib.Path(tempfile.mkdtemp(prefix="atomo_run_"))
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / PACK_NAME).symlink_to(REPO, target_is_directory=True)
+    args.base_directory = str(base)
+    from comfy.cmd import folder_paths
+    from comfy.execution_context import current_execution_context
+    from comfy.nodes_context import get_nodes
+
+    folder_paths.init_default_paths(current_execution_context().folder_names_and_paths, args)
+    if "AtomoLoadMotionModule" not in get_nodes().NODE_CLASS_MAPPINGS:  # (a lazy proxy: this imports the nodes)
+        raise WorkflowError(f"the installable ComfyUI could not load {REPO} as a custom node pack; see the log above")
+    nodes = sys.modules["nodes"]
+    nodes.activate()  # its NODE_CLASS_MAPPINGS with the custom nodes in it
+    return nodes
 
 
 def boot(comfyui_path=None, comfy_args=(), cpu: bool | None = None, custom_nodes: bool = False):
     """Import ComfyUI once per process with its built-in nodes and this pack; returns ComfyUI's ``nodes``."""
     if "nodes" in _STATE:
         return _STATE["nodes"]
-    if "nodes" in sys.modules and hasattr(sys.modules["nodes"], "LOADED_MODULE_DIRS"):
-        nodes = sys.modules["nodes"]  # booted by someone else in this process (e.g. tests/comfy_host.py)
+    if _booted_nodes() is not None:
+        nodes = _booted_nodes()  # booted by someone else in this process (e.g. tests/comfy_host.py)
+    elif (_comfyui_root(comfyui_path) / "comfy" / "cmd" / "folder_paths.py").is_file():
+        _import_torchvision()
+        nodes = _boot_fork(cpu)
     else:
         root = _comfyui_root(comfyui_path)
         _import_torchvision()
@@ -108,13 +153,7 @@ def boot(comfyui_path=None, comfy_args=(), cpu: bool | None = None, custom_nodes
         from comfy.cli_args import args, parser
 
         parser.parse_args(list(comfy_args), namespace=args)
-        import torch
-
-        xpu = getattr(torch, "xpu", None)
-        has_gpu = (
-            torch.cuda.is_available() or (xpu is not None and xpu.is_available()) or torch.backends.mps.is_available()
-        )
-        args.cpu = bool(args.cpu or cpu or (cpu is None and not has_gpu))
+        args.cpu = bool(args.cpu or cpu or (cpu is None and not _has_gpu()))
         args.disable_api_nodes = True
         import comfy.model_management  # noqa: F401  (reads args at import)
         import folder_paths
@@ -179,6 +218,17 @@ def release() -> None:
             ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
 
 
+def _server_message(event, data, sid=None):
+    """The installable fork reports progress only as the server's "progress" message (upstream also calls the
+    global progress hook, ``_progress_hook``, which serves it there)."""
+    import comfy.utils
+
+    if event == "progress" and isinstance(data, dict) and not hasattr(comfy.utils, "PROGRESS_BAR_HOOK"):
+        callback = _STATE.get("progress")
+        if callback is not None:
+            callback(data.get("node"), data.get("value"), data.get("max"))
+
+
 def _stub_server():
     """What PromptExecutor (and a few nodes, via PromptServer.instance) need of ComfyUI's server."""
     quiet = lambda *args, **kwargs: None  # noqa: E731
@@ -187,9 +237,10 @@ def _stub_server():
         last_node_id=None,
         last_prompt_id=None,
         sockets_metadata={},
-        send_sync=quiet,
+        send_sync=_server_message,
         send_progress_text=quiet,
         queue_updated=quiet,
+        receive_all_progress_notifications=True,  # the installable fork's progress reads it
     )
 
 
@@ -222,8 +273,10 @@ def run_workflow(
     server_module = sys.modules.get("server")
     if server_module is not None and getattr(server_module.PromptServer, "instance", None) is None:
         server_module.PromptServer.instance = executor.server
-    _STATE["progress"], previous_hook = progress, comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(_progress_hook)  # ProgressBar reads it when it is created
+    hooked = hasattr(comfy.utils, "PROGRESS_BAR_HOOK")  # the installable fork has none: see _server_message
+    _STATE["progress"], previous_hook = progress, getattr(comfy.utils, "PROGRESS_BAR_HOOK", None)
+    if hooked:
+        comfy.utils.set_progress_bar_global_hook(_progress_hook)  # ProgressBar reads it when it is created
     try:
         asyncio.run(executor.execute_async(prompt, prompt_id, extra_data={}, execute_outputs=targets))
     except KeyboardInterrupt as stop:
@@ -231,7 +284,8 @@ def run_workflow(
         raise WorkflowInterrupted("cancelled") from stop
     finally:
         _STATE["progress"] = None
-        comfy.utils.set_progress_bar_global_hook(previous_hook)
+        if hooked:
+            comfy.utils.set_progress_bar_global_hook(previous_hook)
     messages = dict(executor.status_messages)
     if "execution_interrupted" in messages:
         info = messages["execution_interrupted"]
