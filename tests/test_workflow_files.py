@@ -1,4 +1,4 @@
-"""The template files in workflows/ as files (pure JSON, no ComfyUI needed): no two nodes overlap as the front end
+"""The template files in example_workflows/ as files (pure JSON, no ComfyUI needed): no two nodes overlap as the front end
 draws them, every link joins sockets that exist, every template has its note, thumbnail and API twin, and the file
 names are the titles the README lists.
 
@@ -24,7 +24,7 @@ import re
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-WORKFLOWS = REPO / "workflows"
+WORKFLOWS = REPO / "example_workflows"
 UI = sorted(WORKFLOWS.glob("*.json"))
 IDS = [path.stem for path in UI]
 
@@ -77,10 +77,10 @@ def overlaps(nodes: list[dict], gap: float = 0) -> list[tuple[int, int, float, f
 
 
 def test_there_is_a_template_for_each_use():
-    assert len(UI) == 6
+    assert len(UI) == 7
     api = {_load(path)["extra"]["info"]["api_workflow"] for path in UI}
     assert api == {f"api/{name}.json" for name in ("animatediff_text_to_video", "animatediff_long_text_to_video",
-                                                   "pia_image_to_video", "atomovideo_image_to_video",
+                                                   "animatediff_prompt_travel", "pia_image_to_video", "atomovideo_image_to_video",
                                                    "atomovideo_refine", "atomovideo_long_video")}
     assert {f"api/{p.name}" for p in (WORKFLOWS / "api").glob("*.json")} == api
 

@@ -2,8 +2,8 @@
 
     python tools/make_workflows.py [--comfyui PATH]
 
-For every graph below this writes ``workflows/TITLE.json`` (the UI format the template browser and the editor
-load: nodes with positions, sockets, links and widget values) and ``workflows/api/NAME.json`` (the API format
+For every graph below this writes ``example_workflows/TITLE.json`` (the UI format the template browser and the editor
+load: nodes with positions, sockets, links and widget values) and ``example_workflows/api/NAME.json`` (the API format
 that ``tools/run_workflow.py`` executes and the tests run). Widget order and socket types are read from the
 node definitions of a booted ComfyUI, so the files match what ComfyUI itself would save.
 
@@ -120,6 +120,11 @@ def to_api(graph: Graph, nodes_module) -> dict:
         unknown = set(node.values) - {name for name, _, _ in inputs}
         if unknown:
             raise ValueError(f"{graph.name}: {node.class_type} has no inputs {sorted(unknown)}")
+        if node.class_type == "SaveVideo" and "codec" in values:
+            # ComfyUI 0.3.64 takes format and codec as plain combos; current ComfyUI (0.38) made format a dynamic
+            # combo whose chosen option carries a required nested codec ("format.codec" in the API format) and kept
+            # "codec" as a hidden legacy input. Both are given: each version reads its own and drops unknown keys.
+            values["format.codec"] = values["codec"]
         title = node.title or nodes_module.NODE_DISPLAY_NAME_MAPPINGS.get(node.class_type) or node.class_type
         prompt[str(node.id)] = {"class_type": node.class_type, "inputs": values, "_meta": {"title": title}}
     return prompt
@@ -392,11 +397,41 @@ def animatediff_long_text_to_video() -> Graph:
     return g
 
 
-GRAPHS = (animatediff_text_to_video, animatediff_long_text_to_video, pia_image_to_video, atomovideo_image_to_video,
-          atomovideo_refine, atomovideo_long_video)
+TRAVEL = ("0: a flower bud, closed, green sepals, macro photo, soft morning light\n"
+          "16: a flower opening its petals, macro photo, soft morning light\n"
+          "32: a flower in full bloom, pink petals wide open, macro photo, soft morning light\n"
+          "47: a flower in full bloom, petals falling, macro photo, golden evening light")
 
 
-def write_all(nodes_module, out_dir: pathlib.Path = REPO / "workflows") -> list[pathlib.Path]:
+def animatediff_prompt_travel() -> Graph:
+    g = Graph("animatediff_prompt_travel", "AnimateDiff - prompt travel (48 frames)",
+              "48 frames of text to video with AnimateDiff v3 whose prompt travels from keyframe to keyframe (Prompt "
+              "Travel), through Context Windows (video frames) with FreeNoise.",
+              "**A prompt that travels over 48 frames**: *Prompt Travel* turns the schedule (`frame: prompt`, one "
+              "per line) into one prompt per frame, blended between keyframes; *Context Windows (video frames)* runs "
+              "windows of 16 frames, each seeing its own frames' prompts, and *FreeNoise* starts every window from "
+              "the first window's noise, reshuffled, so the long clip keeps one look while the prompt changes. Keep "
+              "Prompt Travel's `frames` equal to the latent's batch size."
+              f"\n\n{V3_FILES}\n\nEdit the schedule and press Run; the clip goes to `output/AtomoVideo/` as mp4.")
+    ckpt = g.add("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    motion = g.add("AtomoLoadMotionModule", model=ckpt[0], motion_module_name=V3)
+    travel = g.add("AtomoPromptTravel", title="Prompt schedule", clip=ckpt[1], schedule=TRAVEL, frames=48,
+                   interpolation="linear")
+    negative = g.add("CLIPTextEncode", title="Negative", text=NEGATIVE, clip=ckpt[1])
+    latent = g.add("EmptyLatentImage", width=512, height=512, batch_size=48)
+    windows = g.add("AtomoContextWindows", model=motion[0], context_length=16, context_overlap=4,
+                    context_schedule="standard_uniform", context_stride=1, closed_loop=False, fuse_method="pyramid",
+                    freenoise=True)
+    sampler = _ksampler(g, windows[0], travel[0], negative[0], latent[0])
+    _save(g, ckpt[2], sampler[0], "prompt_travel")
+    return g
+
+
+GRAPHS = (animatediff_text_to_video, animatediff_long_text_to_video, animatediff_prompt_travel, pia_image_to_video,
+          atomovideo_image_to_video, atomovideo_refine, atomovideo_long_video)
+
+
+def write_all(nodes_module, out_dir: pathlib.Path = REPO / "example_workflows") -> list[pathlib.Path]:
     """Write ``TITLE.json`` (UI) and ``api/NAME.json`` (API) for every graph; return the paths written."""
     written = []
     (out_dir / "api").mkdir(parents=True, exist_ok=True)
@@ -417,7 +452,7 @@ def main(argv=None) -> int:
     written = write_all(nodes_module)
     for path in written:
         print(path.relative_to(REPO))
-    out_dir = REPO / "workflows"
+    out_dir = REPO / "example_workflows"
     for stale in sorted({*out_dir.glob("*.json"), *(out_dir / "api").glob("*.json")} - set(written)):
         print(f"not written by this script (remove it if it is an old name): {stale.relative_to(REPO)}")
     return 0

@@ -217,7 +217,10 @@ def test_windows_honour_current_cores_window_fields(ours):
     import comfy.context_windows as cw
 
     VideoWindow = ours("nodes.context_windows").VideoWindow
-    window = cw.IndexListContextWindow([4, 5, 6, 7])
+    import inspect
+
+    takes_total = "total_frames" in inspect.signature(cw.IndexListContextWindow.__init__).parameters
+    window = cw.IndexListContextWindow([4, 5, 6, 7], **({"total_frames": 12} if takes_total else {}))
     window.dim, window.total_frames = 0, 12  # what current core's constructor records
     window.__class__ = VideoWindow
     full = torch.arange(12.0).view(12, 1).expand(12, 3).clone()

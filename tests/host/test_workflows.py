@@ -1,4 +1,4 @@
-"""Every workflow in workflows/ loads in ComfyUI's terms (node ids exist, links type-check, widget values fit the
+"""Every workflow in example_workflows/ loads in ComfyUI's terms (node ids exist, links type-check, widget values fit the
 node definitions, the files are what tools/make_workflows.py writes) and the API-format ones run headless end to
 end on random real-size weights at tiny latents, producing finite frames of the requested count."""
 
@@ -14,8 +14,8 @@ import torch
 from host_models import random_atomovideo
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-UI = sorted((REPO / "workflows").glob("*.json"))
-API = sorted((REPO / "workflows" / "api").glob("*.json"))
+UI = sorted((REPO / "example_workflows").glob("*.json"))
+API = sorted((REPO / "example_workflows" / "api").glob("*.json"))
 FRONT_END_ONLY = {"Note", "MarkdownNote"}  # nodes of the front end alone: no class in ComfyUI's node list
 sys.path.insert(0, str(REPO / "tools"))
 
@@ -66,7 +66,7 @@ def test_committed_files_are_what_the_generator_writes(pack, tmp_path):
 
     written = make_workflows.write_all(nodes, tmp_path)
     for new in written:
-        committed = REPO / "workflows" / new.relative_to(tmp_path)
+        committed = REPO / "example_workflows" / new.relative_to(tmp_path)
         assert json.loads(committed.read_text()) == json.loads(new.read_text()), f"regenerate {committed.name}"
 
 
