@@ -27,7 +27,8 @@ def _spec(cls, name):
 
 def test_there_are_workflows_for_each_use():
     names = {p.stem for p in API}
-    assert {"animatediff_text_to_video", "animatediff_long_text_to_video", "pia_image_to_video",
+    assert {"animatediff_text_to_video", "animatediff_long_text_to_video", "animatediff_prompt_travel",
+            "pia_image_to_video",
             "atomovideo_image_to_video", "atomovideo_refine", "atomovideo_long_video"} <= names
     twins = {json.loads(p.read_text())["extra"]["info"]["api_workflow"] for p in UI}  # UI files are named by title
     assert twins == {f"api/{name}.json" for name in names} and len(UI) == len(API)
@@ -106,6 +107,8 @@ TINY = {
     "animatediff_text_to_video": ({"EmptyLatentImage": dict(width=64, height=64, batch_size=8)}, 8),
     "animatediff_long_text_to_video": ({"EmptyLatentImage": dict(width=64, height=64, batch_size=24),
                                         "AtomoContextWindows": dict(context_length=8, context_overlap=2)}, 24),
+    # all 48 frames (the schedule's last keyframe is frame 47), windows of 16 with FreeNoise, 64x64
+    "animatediff_prompt_travel": ({"EmptyLatentImage": dict(width=64, height=64)}, 48),
     "pia_image_to_video": ({"AtomoImageInjectConditioning": dict(width=64, height=64, frames=8)}, 8),
     "atomovideo_image_to_video": ({"AtomoImageInjectConditioning": dict(width=64, height=64, frames=8)}, 8),
     "atomovideo_refine": ({"AtomoImageInjectConditioning": dict(width=64, height=64, frames=6)}, 6),
