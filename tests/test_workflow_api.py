@@ -89,3 +89,26 @@ def test_the_runner_reads_either_output_cache():
     assert run_workflow.cached_outputs(Executor(OldCache({"5": values})), "5") == values
     assert run_workflow.cached_outputs(Executor(NewCache({"5": CacheEntry({}, values)})), "5") == values
     assert run_workflow.cached_outputs(Executor(NewCache({})), "6") is None
+
+
+def test_progress_comes_from_the_server_messages_where_there_is_no_global_hook(monkeypatch):
+    """The installable fork has no ``comfy.utils.PROGRESS_BAR_HOOK``: its progress bars only send the server a
+    "progress" message, so the runner's stub server passes those on; upstream ComfyUI calls the hook (which the
+    runner sets), so there the message is ignored and the callback is not called twice."""
+    import types
+
+    seen = []
+    fake_comfy = types.ModuleType("comfy")
+    fake_utils = types.ModuleType("comfy.utils")
+    fake_comfy.utils = fake_utils
+    monkeypatch.setitem(sys.modules, "comfy", fake_comfy)
+    monkeypatch.setitem(sys.modules, "comfy.utils", fake_utils)
+    monkeypatch.setitem(run_workflow._STATE, "progress", lambda *args: seen.append(args))
+    server = run_workflow._stub_server()
+    assert server.receive_all_progress_notifications is True
+    server.send_sync("progress", {"value": 3, "max": 10, "node": "5", "prompt_id": "p"})
+    server.send_sync("executing", {"node": "5"})
+    assert seen == [("5", 3, 10)]
+    fake_utils.PROGRESS_BAR_HOOK = None  # upstream: the hook serves progress
+    server.send_sync("progress", {"value": 4, "max": 10, "node": "5"})
+    assert seen == [("5", 3, 10)]
