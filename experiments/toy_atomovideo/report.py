@@ -267,6 +267,29 @@ NOT_MEASURED = ("Not measured: timesteps weighted to high noise, a constant lear
                 "base under the new world.")
 
 
+def ablation_decisions(ablations: dict) -> list[dict]:
+    """For every ablation row, whether its change should replace the recipe's choice. The rule: the change must lower the probe's clean-frame error with the image (at the pure-noise step, held-out
+    clips) by more than a tenth AND lose nothing sampled (direction right, appearance kept: each clip is a step of
+    1/clips there), else the recipe keeps its choice (the simpler or the paper's, where they tie)."""
+    table = ablations["table"]
+    recipe = table["the recipe"]
+    clips = ablations["settings"]["ablation_cases"]
+    out = []
+    for label, row in table.items():
+        if label == "the recipe":
+            continue
+        probe_gain = 1 - row["probe"]["with_image"] / recipe["probe"]["with_image"]
+        losses = [name for name in ("direction_accuracy", "appearance_kept")
+                  if row["sampled"][name] < recipe["sampled"][name] - 1e-9]
+        replace = probe_gain > 0.1 and not losses
+        lost = ", ".join(f"{n.replace('_', ' ')} {row['sampled'][n]:.0%} vs {recipe['sampled'][n]:.0%}"
+                         for n in losses)
+        why = (f"probe {'lower' if probe_gain > 0 else 'higher'} by {abs(probe_gain):.0%}"
+               + (f", loses {lost}" if losses else ", loses nothing sampled"))
+        out.append({"variant": label, "replace": replace, "why": why, "clips": clips})
+    return out
+
+
 def markdown(results: dict) -> str:
     s, m, r = results["settings"], results["models"], results["recipe"]
     secs, mach = results["seconds"], results["machine"]
@@ -308,7 +331,8 @@ def markdown(results: dict) -> str:
         f"`scaled_linear`, EMA {s['stage1_ema']}, 10 % empty captions. Why: at the first study's budget an epsilon "
         "base drew colour noise in ~29 % of samples; v-prediction on zero terminal SNR removes the pure-noise step's "
         "blow-up and the EMA the last steps' jitter, at no extra cost (the gates below).",
-        f"- **Stage 2, the recipe** (`run.RECIPE`, picked from the exploratory runs under \"Ablations\"): the "
+        f"- **Stage 2, the recipe** (`run.RECIPE`, first picked from exploratory runs, then held against the "
+        "same-budget ablation table under \"Ablations\"): the "
         "trainer's `build_trainable` and "
         f"`train_step` on the frozen base, {s['stage2_steps']} steps of {s['batch']} clips x {s['frames']} frames, "
         f"AdamW {r['learning_rate']:g}, {r['lr_schedule']} with warm-up, image layout `{r['image_layout']}`, conv_in "
@@ -356,6 +380,16 @@ def markdown(results: dict) -> str:
                 "held-out clips (lock on).", "",
                 _table(["variant", "base", "probe: with image", "copy given", "without image", "probe direction",
                         "sampled direction", "median speed along", "appearance kept", "warp error"], rows), ""]
+        decisions = ablation_decisions(a)
+        kept = [d for d in decisions if not d["replace"]]
+        out += ["How the recipe is picked from this table: a change replaces the "
+                "recipe's choice only if it lowers the probe with the image by more than a tenth and loses nothing "
+                f"sampled (with {a['settings']['ablation_cases']} clips a sampled figure moves in steps of "
+                f"{1 / a['settings']['ablation_cases']:.1%}).", ""]
+        out += [f"- {d['variant']}: {'**replaces the recipe choice**' if d['replace'] else 'recipe kept'} "
+                f"({d['why']})." for d in decisions]
+        out += ["", ("No change passes: the recipe stands as the product's defaults." if len(kept) == len(decisions)
+                     else "The changes marked above are the recipe's next candidates."), ""]
         if a.get("not_run"):
             out += [f"Not run at this budget: {'; '.join(a['not_run'])}. " + EXPLORATORY.split(". ", 1)[1], ""]
     else:
