@@ -176,9 +176,8 @@ def test_ip_adapter_through_the_node_changes_the_cond_chunk_only(sd15, pia, ours
         (dict(size=60), "not a multiple of 8"),
         (dict(image=torch.full((1, 64, 64, 3), float("nan"))), "NaN"),
         (dict(image=torch.rand(2, 64, 64, 3)), "PIA conditions on one image"),
-        (dict(frames=40), "at most 32 frames"),
     ],
-    ids=["batch>frames", "size", "nan", "pia-two-images", "frame-limit"],
+    ids=["batch>frames", "size", "nan", "pia-two-images"],
 )
 def test_bad_input_is_a_clear_error(pia, ours, vae, kwargs, message):
     _, model = pia
@@ -186,6 +185,19 @@ def test_bad_input_is_a_clear_error(pia, ours, vae, kwargs, message):
     args.update(kwargs)
     with pytest.raises(ours("atomo_core").AtomoError, match=message):
         inject(ours, model, vae, args.pop("image"), **args)
+
+
+def test_a_clip_longer_than_the_module_is_refused_when_sampled_with_the_way_out(pia, ours, vae):
+    """40 frames of PIA (trained on at most 32): the conditioning is made (Context Windows after it can split the
+    clip), and sampling it without windows is refused naming the limit, Predict Next Frames and the windows."""
+    _, model = pia
+    patched, positive, negative, latent = inject(ours, model, vae, torch.rand(1, 64, 64, 3), frames=40)
+    assert latent["samples"].shape[0] == 40 and positive[0][1]["noise_concat"].shape[0] == 40
+    noise = torch.randn(40, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    sigma = patched.get_model_object("model_sampling").sigmas[500]
+    with pytest.raises(ours("atomo_core.errors").FrameLimitError,
+                       match="at most 32 frames.*Predict Next Frames.*Context Windows"):
+        one_step(patched, noise, sigma, positive, negative)
 
 
 def test_non_sd15_vae_and_text_only_modules_are_refused(sd15, pia, ours, vae):
