@@ -118,6 +118,20 @@ def test_the_cache_key_follows_the_seed(tmp_path):
     assert made == [0, 1]
 
 
+def test_the_base_gates_are_measured_at_each_guidance_scale(tmp_path):
+    """``--base-gates``: the gates of one (here the reduced, 40-step) base sampled at each scale, in a JSON file the
+    report reads; the scale reaches the sampler (the figures differ between scales)."""
+    from experiments.toy_atomovideo import gates
+
+    result = run.base_gate_sweep(run.REDUCED, str(tmp_path), [1.0, 3.0], log=lambda _line: None)
+    saved = json.loads((tmp_path / "base_gates_cfg.json").read_text())
+    assert saved["by_cfg"].keys() == result["by_cfg"].keys() == {"1", "3"}
+    names = [name for name, _, _ in gates.GATES]
+    for row in saved["by_cfg"].values():
+        assert set(row) == {*names, "passes"} and all(0.0 <= row[n] <= 1.0 for n in names)
+    assert saved["by_cfg"]["1"] != saved["by_cfg"]["3"]
+
+
 BASE = pathlib.Path(__file__).parent / "data" / "toy_base.safetensors"
 MEMORISE_STEPS = 400
 

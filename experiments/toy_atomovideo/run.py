@@ -234,10 +234,11 @@ def run(settings: Settings, out: str, log=print) -> dict:
                           "evaluation": clock["end"] - clock["stage2"] + clock["gates"] - clock["base"]}
     results["seconds"]["total"] = (results["seconds"]["stage1"] + results["seconds"]["memorise"]
                                    + sum(v["seconds"] for _, v in trained.values()) + results["seconds"]["evaluation"])
-    ablations_path = os.path.join(out, "ablations.json")
-    if os.path.isfile(ablations_path):
-        with open(ablations_path) as f:
-            results["ablations"] = json.load(f)
+    for key, name in (("ablations", "ablations.json"), ("base_gates_cfg", "base_gates_cfg.json")):
+        path = os.path.join(out, name)
+        if os.path.isfile(path):
+            with open(path) as f:
+                results[key] = json.load(f)
     results["verdicts"] = report.verdicts_list(results)
     report.write(out, results, strips, cases, pairs, samples[:8], gate_cases[:8])
     log(f"done in {results['seconds']['this_run']:.0f} s (the study's work in all: {results['seconds']['total']:.0f} s):"
@@ -289,6 +290,27 @@ def run_ablations(settings: Settings, out: str, log=print, only: list[str] | Non
     return result
 
 
+def base_gate_sweep(s: Settings, out: str, cfgs: list[float], log=print, name: str = "base_gates_cfg.json") -> dict:
+    """The base's quality gates sampled at several guidance scales (the run's gates use cfg 3): whether the captions'
+    weak hold on the base is a sampling setting or the base itself. Writes ``name`` in ``out`` (the command line's
+    ``--stage1-steps N``: ``base_gates_cfg_N.json``, the same gates for a longer- or shorter-trained base)."""
+    base, info = train_base(s, Cache(out), log)
+    truth = gates.truth_statistics(256, s.seed + 1)
+    cases = ladder.fixed_cases(s.gate_samples, world.STAGE1_CLIP, s.seed + 5, held_out=False)
+    rows = {}
+    for cfg in cfgs:
+        samples = toybase.sample_images(base, [c.video_caption() for c in cases], cfg=cfg, seed=s.seed + 5,
+                                        prediction_type=info["prediction_type"])
+        stats = gates.sampled_statistics(samples, cases, truth)
+        rows[f"{cfg:g}"] = {name: stats[name] for name, _, _ in gates.GATES} | {"passes": stats["passes"]}
+        log(f"cfg {cfg:g}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[f"{cfg:g}"].items() if k != "passes"))
+    result = {"settings": asdict(s), "criteria": {n: f"{op} {t:g}" for n, op, t in gates.GATES}, "by_cfg": rows,
+              "samples": len(cases), "machine": _machine()}
+    with open(os.path.join(out, name), "w") as f:
+        json.dump(report.jsonable(result), f, indent=1)
+    return result
+
+
 def export_base(s: Settings, out: str, path: str) -> None:
     """The stage-1 base's UNet weights (fp32) with the settings that made it in the file's metadata."""
     from safetensors.torch import save_file
@@ -332,13 +354,24 @@ def main(argv: list[str] | None = None) -> int:
                              "test suite's reduced ladder starts from the committed copy, tests/data/toy_base.safetensors")
     parser.add_argument("--report", action="store_true",
                         help="re-write report.md from results.json and ablations.json (no training, no sampling)")
+    parser.add_argument("--base-gates", metavar="CFGS", help="comma-separated guidance scales: the base's quality "
+                                                              "gates sampled at each (base_gates_cfg.json)")
+    parser.add_argument("--stage1-steps", type=int, help="with --base-gates: train (or reuse) a base of this many "
+                                                        "steps instead (base_gates_cfg_STEPS.json)")
     parser.add_argument("--seed", type=int, default=0, help="changes every random draw of the study")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"),
                         help="folder for report.md, the PNG figures, results.json and the cache")
     args = parser.parse_args(argv)
     settings = replace(REDUCED if args.reduced else FULL, seed=args.seed)
+    if args.stage1_steps:
+        if not args.base_gates:
+            parser.error("--stage1-steps only goes with --base-gates (the study's own base is FULL.stage1_steps)")
+        settings = replace(settings, stage1_steps=args.stage1_steps)
     if args.report:
         report.rewrite(args.out)
+    elif args.base_gates:
+        base_gate_sweep(settings, args.out, [float(c) for c in args.base_gates.split(",")],
+                        name=f"base_gates_cfg_{args.stage1_steps}.json" if args.stage1_steps else "base_gates_cfg.json")
     elif args.export_base:
         export_base(settings, args.out, args.export_base)
     elif args.ablations:
