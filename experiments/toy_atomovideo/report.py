@@ -298,13 +298,19 @@ def _gate_sweep_lines(results: dict) -> list[str]:
     names = [name for name, _, _ in gates.GATES]
     rows = [[f"cfg {cfg}", *[row[n] for n in names], row["passes"]] for cfg, row in sweep["by_cfg"].items()]
     best = {n: max(row[n] for row in sweep["by_cfg"].values()) for n in ("colour_drawn", "shape_drawn")}
-    return ["The same gates at other guidance scales (`python -m experiments.toy_atomovideo --base-gates 1,3,6,9`, "
+    lines = ["The same gates at other guidance scales (`python -m experiments.toy_atomovideo --base-gates 1,3,6,9`, "
             f"{sweep['samples']} samples each):", "",
             _table(["guidance", *names, "passes"], rows), "",
             f"Guidance is not the lever: the caption's colour is drawn in at most {best['colour_drawn']:.0%} and its "
             f"shape in at most {best['shape_drawn']:.0%} of samples at any scale, while stronger guidance makes more "
-            "samples noise-like. The base itself holds its captions too weakly (its training budget), so that is the "
-            "next rung.", ""]
+            "samples noise-like. The base itself holds its captions too weakly, so the base is the next rung.", ""]
+    for steps, other in sorted(results.get("base_gates_steps", {}).items(), key=lambda item: int(item[0])):
+        for cfg, row in other["by_cfg"].items():
+            out_row = ", ".join(f"{n.replace('_', ' ')} {row[n]:.0%}" for n in names if n != "saturation_gap")
+            lines.append(f"A base trained {steps} steps instead of {results['settings']['stage1_steps']} "
+                         f"(`--base-gates {cfg} --stage1-steps {steps}`, {other['samples']} samples at cfg {cfg}): "
+                         f"{out_row}; {'passes' if row['passes'] else 'does not pass'} the gates.")
+    return lines + ([""] if results.get("base_gates_steps") else [])
 
 
 def markdown(results: dict) -> str:
@@ -479,17 +485,28 @@ def write(out: str, results: dict, strips: dict, cases, pairs, image_samples: to
         json.dump(jsonable(results), f, indent=1)
 
 
+def load_extras(out: str, results: dict) -> None:
+    """Into ``results``: ``ablations.json``, ``base_gates_cfg.json`` and every ``base_gates_cfg_STEPS.json`` found in
+    ``out`` (written by ``--ablations`` and ``--base-gates [--stage1-steps]`` after or before the main run)."""
+    for key, name in (("ablations", "ablations.json"), ("base_gates_cfg", "base_gates_cfg.json")):
+        path = os.path.join(out, name)
+        if os.path.isfile(path):
+            with open(path) as f:
+                results[key] = json.load(f)
+    for name in sorted(os.listdir(out)):
+        steps = name[len("base_gates_cfg_"):-len(".json")]
+        if name.startswith("base_gates_cfg_") and name.endswith(".json") and steps.isdigit():
+            with open(os.path.join(out, name)) as f:
+                results.setdefault("base_gates_steps", {})[steps] = json.load(f)
+
+
 def rewrite(out: str) -> dict:
     """Re-write ``report.md`` and ``results.json`` from the saved results, with ``ablations.json`` and
     ``base_gates_cfg.json`` if they are there (``--ablations``, ``--base-gates`` after the main run): nothing is
     trained or sampled again, the figures stay."""
     with open(os.path.join(out, "results.json")) as f:
         results = json.load(f)
-    for key, name in (("ablations", "ablations.json"), ("base_gates_cfg", "base_gates_cfg.json")):
-        path = os.path.join(out, name)
-        if os.path.isfile(path):
-            with open(path) as f:
-                results[key] = json.load(f)
+    load_extras(out, results)
     results["verdicts"] = verdicts_list(results)
     with open(os.path.join(out, "report.md")) as f:
         samples_line = f.read().rsplit("\n\nThe image model's samples above: ", 1)[-1]

@@ -234,11 +234,7 @@ def run(settings: Settings, out: str, log=print) -> dict:
                           "evaluation": clock["end"] - clock["stage2"] + clock["gates"] - clock["base"]}
     results["seconds"]["total"] = (results["seconds"]["stage1"] + results["seconds"]["memorise"]
                                    + sum(v["seconds"] for _, v in trained.values()) + results["seconds"]["evaluation"])
-    for key, name in (("ablations", "ablations.json"), ("base_gates_cfg", "base_gates_cfg.json")):
-        path = os.path.join(out, name)
-        if os.path.isfile(path):
-            with open(path) as f:
-                results[key] = json.load(f)
+    report.load_extras(out, results)
     results["verdicts"] = report.verdicts_list(results)
     report.write(out, results, strips, cases, pairs, samples[:8], gate_cases[:8])
     log(f"done in {results['seconds']['this_run']:.0f} s (the study's work in all: {results['seconds']['total']:.0f} s):"
