@@ -202,3 +202,17 @@ def test_the_readme_lists_the_templates_by_title():
     section = readme.split("### Workflows", 1)[1].split("\n## ", 1)[0]
     listed = re.findall(r"^\| `([^`]+)` \|", section, flags=re.MULTILINE)
     assert sorted(listed) == IDS
+
+
+def test_save_video_inputs_suit_the_old_and_the_new_save_video():
+    """ComfyUI 0.3.64's Save Video takes ``format`` and ``codec`` as plain combos; the newest (0.38) made ``format`` a
+    dynamic combo whose chosen option needs its nested ``format.codec``, and kept ``codec`` as a hidden legacy input.
+    Neither version can be run against the other here, so the contract is checked on the files: every API
+    workflow's Save Video gives all three, the same codec twice, and nothing else a version could trip on."""
+    api = sorted((WORKFLOWS / "api").glob("*.json"))
+    saves = [node for path in api for node in json.loads(path.read_text()).values() if node["class_type"] == "SaveVideo"]
+    assert len(saves) == len(api)
+    for node in saves:
+        inputs = node["inputs"]
+        assert set(inputs) == {"video", "filename_prefix", "format", "codec", "format.codec"}
+        assert inputs["format"] == "mp4" and inputs["codec"] == inputs["format.codec"] == "h264"
