@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from . import diagnose, evaluate, gates, ladder, report, stage2, toybase, world
+from . import diagnose, evaluate, gates, ladder, report, stage2, toybase, verdicts, world
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,7 @@ def run(settings: Settings, out: str, log=print) -> dict:
     results["seconds"]["total"] = (results["seconds"]["stage1"] + results["seconds"]["memorise"]
                                    + sum(v["seconds"] for _, v in trained.values()) + results["seconds"]["evaluation"])
     report.load_extras(out, results)
-    results["verdicts"] = report.verdicts_list(results)
+    results["verdicts"] = verdicts.verdicts_list(results)
     report.write(out, results, strips, cases, pairs, samples[:8], gate_cases[:8])
     log(f"done in {results['seconds']['this_run']:.0f} s (the study's work in all: {results['seconds']['total']:.0f} s):"
         f" {os.path.join(out, 'report.md')}")
