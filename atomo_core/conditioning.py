@@ -142,7 +142,7 @@ def window_anchor_frames(concat: torch.Tensor, family: str) -> list[int]:
     tie). ``[]`` for a condition without an image (mask all zero)."""
     mask = concat[:, 0].detach().flatten(1)
     if family == "atomovideo":
-        return [i for i in range(mask.shape[0]) if bool((mask[i] == 1).all())]
+        return (mask == 1).all(dim=1).nonzero().flatten().tolist()
     if family == "pia":
         level = mask.amax(dim=1)
         return [] if float(level.max()) <= 0 else [int(torch.argmax(level))]
@@ -160,6 +160,5 @@ def window_concat(concat: torch.Tensor, family: str, index_list: list[int], anch
         return window
     frames, cond = concat.shape[0], anchors[0]
     reference = [cond + p if cond + p < frames else max(cond - p, 0) for p in range(len(index_list))]
-    window = window.clone()
-    window[:, :1] = concat[reference, :1]
+    window[:, :1] = concat[reference, :1]  # (indexing with a list made ``window`` a copy)
     return window
