@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from . import gates, world
+from . import budget, gates, world
 from .verdicts import ablation_decisions, verdicts_list
 
 SCALE = 5  # a 16-pixel frame is drawn 80 pixels wide
@@ -286,6 +286,7 @@ def markdown(results: dict) -> str:
         "at the pure-noise step only (at lower steps the noisy input already holds the true frames):", "",
         _table(["model", "step", "with image", "without", "copy given", "mean frame", "direction right",
                 "speed along caption", "same, opposite caption"], _probe_rows(results, "probe_held_out")), "",
+        *budget.markdown_lines(results),
         "## Training", "", "![loss curves](loss_curves.png)", "",
     ]
     if "ablations" in results:
@@ -384,7 +385,8 @@ def write(out: str, results: dict, strips: dict, cases, pairs, image_samples: to
 def load_extras(out: str, results: dict) -> None:
     """Into ``results``: ``ablations.json``, ``base_gates_cfg.json`` and every ``base_gates_cfg_STEPS.json`` found in
     ``out`` (written by ``--ablations`` and ``--base-gates [--stage1-steps]`` after or before the main run)."""
-    for key, name in (("ablations", "ablations.json"), ("base_gates_cfg", "base_gates_cfg.json")):
+    for key, name in (("ablations", "ablations.json"), ("base_gates_cfg", "base_gates_cfg.json"),
+                      ("budget", "budget.json"), ("mechanism", "mechanism.json")):
         path = os.path.join(out, name)
         if os.path.isfile(path):
             with open(path) as f:

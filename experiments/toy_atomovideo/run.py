@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from . import diagnose, evaluate, gates, ladder, report, stage2, toybase, verdicts, world
+from . import budget, diagnose, evaluate, gates, ladder, report, stage2, toybase, verdicts, world
 
 
 @dataclass(frozen=True)
@@ -307,6 +307,60 @@ def base_gate_sweep(s: Settings, out: str, cfgs: list[float], log=print, name: s
     return result
 
 
+def run_budget(s: Settings, out: str, steps: int, log=print) -> dict:
+    """Bug or budget for the motion words (``budget.py``): whether the caption's direction can be read linearly at the
+    temporal sites, and the recipe trained ``steps`` steps with the probe along the way. Writes ``budget.json``."""
+    base, info = train_base(s, Cache(out), log)
+    t0 = time.perf_counter()
+    log("reading the caption's direction at the temporal sites (linear classifiers)")
+    decodable = budget.direction_decodable(base, s.frames, s.seed + 30)
+    for t, entry in decodable.items():
+        log(f"{t}: caption best {entry['caption']['best']:.2f} mean {entry['caption']['mean']:.2f}; empty prompt "
+            f"best {entry['empty']['best']:.2f} mean {entry['empty']['mean']:.2f}")
+    decode_seconds = time.perf_counter() - t0
+    config = stage2.stage2_config(RECIPE, steps, s.frames, s.batch, s.seed, "(toy)")
+    sampling = evaluate.Sampling(s.sampling_steps, s.cfg, s.image_cfg, s.cfg_rescale)
+    cases = {"world": ladder.fixed_cases(s.probe_cases, s.frames, s.seed + 12, held_out=False),
+             "held_out": ladder.fixed_cases(s.probe_cases, s.frames, s.seed + 11, held_out=True)}
+    t0 = time.perf_counter()
+    _, curve = budget.budget_curve(base, config, s, sampling, cases, log)
+    result = {"settings": asdict(s), "recipe": asdict(RECIPE), "steps": steps, "study_steps": s.stage2_steps,
+              "decodable": decodable, "curve": curve["points"], "held_out_loss": curve["losses"]["held_out"],
+              "seconds": {"decodable": decode_seconds, "curve": time.perf_counter() - t0}, "machine": _machine()}
+    with open(os.path.join(out, "budget.json"), "w") as f:
+        json.dump(report.jsonable(result), f, indent=1)
+    return result
+
+
+def run_mechanism(s: Settings, out: str, log=print) -> dict:
+    """Which mechanism stops the study's model (``budget.py``): the probe with 1-3 given frames on the study's
+    v-pred + ZTSNR run, and how much the frozen base follows its input at each timestep. Writes ``mechanism.json``."""
+    import contextlib
+
+    cache = Cache(out)
+    base, info = train_base(s, cache, log)
+    config, trained = train_stage2(base, _hash(info["losses"][-5:], s.seed), RECIPE, s, s.stage2_steps, cache,
+                                   "v_ztsnr", log)
+    cases = ladder.fixed_cases(s.probe_cases, s.frames, s.seed + 12, held_out=False)
+    with contextlib.ExitStack() as stack:
+        sampler = sampler_for(base, config, trained["state"], s, stack)
+        given = budget.given_frames_probe(sampler, cases, s.frames, s.seed + 21)
+        latents = torch.stack([sampler.latents(c) for c in diagnose.probe_clips(cases, s.frames)])
+        context = base.encode_text([c.video_caption() for c in cases])
+        leak = {"model_with_image": budget.noise_leak(sampler.model, sampler.ab, sampler.prediction_type, latents,
+                                                      context, s.seed + 24, sampler.layout),
+                "model_without_image": budget.noise_leak(sampler.model, sampler.ab, sampler.prediction_type, latents,
+                                                         context, s.seed + 24, sampler.layout, with_image=False)}
+    leak["base_alone"] = budget.base_noise_leak(base, cases, s.frames, s.seed + 24)
+    result = {"settings": asdict(s), "given_frames": given, "noise_leak": leak,
+              "input_gain": budget.input_gain(base, cases, s.frames, s.seed + 23), "machine": _machine()}
+    log(json.dumps(report.jsonable(result["given_frames"])) + "\n" + json.dumps(result["input_gain"]) + "\n"
+        + json.dumps(leak))
+    with open(os.path.join(out, "mechanism.json"), "w") as f:
+        json.dump(report.jsonable(result), f, indent=1)
+    return result
+
+
 def export_base(s: Settings, out: str, path: str) -> None:
     """The stage-1 base's UNet weights (fp32) with the settings that made it in the file's metadata."""
     from safetensors.torch import save_file
@@ -354,6 +408,11 @@ def main(argv: list[str] | None = None) -> int:
                                                               "gates sampled at each (base_gates_cfg.json)")
     parser.add_argument("--stage1-steps", type=int, help="with --base-gates: train (or reuse) a base of this many "
                                                         "steps instead (base_gates_cfg_STEPS.json)")
+    parser.add_argument("--budget", type=int, metavar="STEPS",
+                        help="bug or budget: the direction read linearly at the temporal sites, and the recipe trained "
+                             "STEPS steps with the probe along the way (budget.json)")
+    parser.add_argument("--mechanism", action="store_true",
+                        help="the probe with 1-3 given frames and the base's input gain per timestep (mechanism.json)")
     parser.add_argument("--seed", type=int, default=0, help="changes every random draw of the study")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"),
                         help="folder for report.md, the PNG figures, results.json and the cache")
@@ -368,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.base_gates:
         base_gate_sweep(settings, args.out, [float(c) for c in args.base_gates.split(",")],
                         name=f"base_gates_cfg_{args.stage1_steps}.json" if args.stage1_steps else "base_gates_cfg.json")
+    elif args.mechanism:
+        run_mechanism(settings, args.out)
+    elif args.budget:
+        run_budget(settings, args.out, args.budget)
     elif args.export_base:
         export_base(settings, args.out, args.export_base)
     elif args.ablations:
