@@ -16,6 +16,8 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PACK_NAME = "ComfyUI-AtomoVideo"
+# other packs some host tests run beside ours, each named by an environment variable holding its folder
+OTHER_PACKS = ("IPADAPTER_PLUS_PATH", "ANIMATEDIFF_EVOLVED_PATH", "ADVANCED_CONTROLNET_PATH")
 _STATE: dict = {}
 
 
@@ -77,6 +79,34 @@ def boot():
     return pack
 
 
+def load_other_pack(variable: str, node: str) -> None:
+    """Load the pack whose folder the environment variable ``variable`` names (one of ``OTHER_PACKS``) beside ours,
+    through ComfyUI's own loader, and check that it registered ``node``; skip when the variable is unset. The fork
+    loaded it at boot (from the base directory); vanilla ComfyUI loads it now."""
+    import nodes
+
+    if variable not in OTHER_PACKS:
+        raise ValueError(f"{variable} is not one of {OTHER_PACKS}")
+    path = os.environ.get(variable)
+    if not path or not pathlib.Path(path).is_dir():
+        pytest.skip(f"set {variable} to the pack's folder to run this composition test")
+    if node not in nodes.NODE_CLASS_MAPPINGS and not _STATE.get("fork"):
+        asyncio.run(nodes.load_custom_node(str(pathlib.Path(path).resolve())))
+    assert node in nodes.NODE_CLASS_MAPPINGS, f"{path} did not register {node}; see the log above"
+
+
+def comfyui_version() -> str:
+    """The running ComfyUI's version (vanilla: ``comfyui_version.py``; the fork: its package metadata)."""
+    try:
+        import comfyui_version as module
+
+        return module.__version__
+    except ImportError:
+        from importlib.metadata import version
+
+        return version("comfyui")
+
+
 def scratch_dir() -> pathlib.Path:
     boot()
     return _STATE["scratch"]
@@ -100,6 +130,10 @@ def _boot_fork(root: pathlib.Path):
     args.cpu = True
     args.disable_api_nodes = True
     scratch, link = _scratch_with_pack()
+    for variable in OTHER_PACKS:  # the fork imports custom nodes once, from the base directory: link them there now
+        other = os.environ.get(variable)
+        if other and pathlib.Path(other).is_dir():
+            (scratch / "custom_nodes" / pathlib.Path(other).resolve().name).symlink_to(pathlib.Path(other).resolve())
     args.base_directory = str(scratch)
     from comfy.cmd import folder_paths
     from comfy.execution_context import current_execution_context

@@ -167,3 +167,33 @@ def to_diffusers_motion_adapter(state_dict: dict[str, torch.Tensor]) -> dict[str
         k = k.replace("norms.0.", "norm1.").replace("norms.1.", "norm2.").replace("ff_norm.", "norm3.")
         out[k] = value
     return out
+
+
+def sparsectrl_rgb_state_dict(seed: int = 0, dtype=torch.float16) -> dict[str, torch.Tensor]:
+    """A random SparseCtrl RGB model (AnimateDiff v3, ``v3_sd15_sparsectrl_rgb``) in its released layout: an SD-1.5
+    ControlNet in diffusers' key names whose hint is the VAE latent plus a keyframe mask (``controlnet_cond_embedding``
+    one conv, 5 input channels), with AnimateDiff v3 motion modules (original ``temporal_transformer`` names, pe
+    length 32) after every ResNet of its four down levels and none in its middle. The ControlNet's key names and shapes
+    are read from diffusers' ``SparseControlNetModel`` built on ``meta`` (its own motion keys, in diffusers' names,
+    are replaced by the original's). The zero convolutions are random, not zero, so the control visibly acts."""
+    from diffusers import SparseControlNetModel
+
+    with torch.device("meta"):
+        layout = SparseControlNetModel(conditioning_channels=4, use_simplified_condition_embedding=True,
+                                       concat_conditioning_mask=True, motion_max_seq_length=32).state_dict()
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, value in layout.items():
+        if ".motion_modules." in key:
+            continue
+        shape = tuple(value.shape)
+        if key.endswith(".bias"):
+            tensor = torch.randn(shape, generator=gen) * 0.05
+        elif len(shape) == 1:  # norm scales
+            tensor = 1.0 + torch.randn(shape, generator=gen) * 0.1
+        else:
+            tensor = torch.randn(shape, generator=gen) / math.sqrt(math.prod(shape[1:]))
+        out[key] = tensor.to(dtype)
+    motion = animatediff_state_dict("v3", seed=seed + 1, dtype=dtype)
+    out.update({k: v for k, v in motion.items() if k.startswith("down_blocks.")})
+    return out

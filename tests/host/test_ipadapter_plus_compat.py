@@ -6,10 +6,6 @@ sampler's two- or three-pass guidance. Nothing may break, and each IP-Adapter mu
 
 from __future__ import annotations
 
-import asyncio
-import os
-import pathlib
-
 import pytest
 import torch
 from ipadapter_weights import flat, image_proj_shapes, ip_layer_shapes, nested, random_weights
@@ -20,13 +16,11 @@ FRAMES = 4
 
 @pytest.fixture(scope="module")
 def plus(pack):
-    path = os.environ.get("IPADAPTER_PLUS_PATH")
-    if not path or not (pathlib.Path(path) / "IPAdapterPlus.py").is_file():
-        pytest.skip("set IPADAPTER_PLUS_PATH to a ComfyUI_IPAdapter_plus folder to run the composition tests")
+    import comfy_host
+
     import nodes
 
-    if "IPAdapterAdvanced" not in nodes.NODE_CLASS_MAPPINGS:
-        assert asyncio.run(nodes.load_custom_node(str(pathlib.Path(path).resolve())))
+    comfy_host.load_other_pack("IPADAPTER_PLUS_PATH", "IPAdapterAdvanced")
     return nodes.NODE_CLASS_MAPPINGS
 
 
