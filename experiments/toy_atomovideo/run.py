@@ -352,10 +352,27 @@ def run_mechanism(s: Settings, out: str, log=print) -> dict:
                 "model_without_image": budget.noise_leak(sampler.model, sampler.ab, sampler.prediction_type, latents,
                                                          context, s.seed + 24, sampler.layout, with_image=False)}
     leak["base_alone"] = budget.base_noise_leak(base, cases, s.frames, s.seed + 24)
-    result = {"settings": asdict(s), "given_frames": given, "noise_leak": leak,
+    # the same recipe and budget with temporal convolutions that reach 3x3 pixels (a diagnostic, not AtomoVideo's
+    # layer): if the caption's direction is learned then, what stops the recipe is moving things, not reading words
+    held = ladder.fixed_cases(s.probe_cases, s.frames, s.seed + 11, held_out=True)
+    test_cases = evaluate.held_out_cases(s.test_cases, s.frames, s.seed + 13)
+    with stage2.spatial_reach():
+        reach_config, reach = train_stage2(base, _hash(info["losses"][-5:], s.seed), RECIPE, s, s.stage2_steps,
+                                           cache, "spatial-reach", log)
+        with contextlib.ExitStack() as stack:
+            sampler = sampler_for(base, reach_config, reach["state"], s, stack)
+            spatial = {"probe_world": diagnose.toy_probe(sampler, cases, s.frames, seed=s.seed + 21)[_pure_noise(sampler)],
+                       "probe_held_out": diagnose.toy_probe(sampler, held, s.frames, seed=s.seed + 22)[
+                           _pure_noise(sampler)],
+                       "given_frames": budget.given_frames_probe(sampler, cases, s.frames, s.seed + 21)}
+            sampled = evaluate.image_to_video(sampler, test_cases, s.frames, s.seed + 100)["summary"]
+    spatial["sampled"] = {k: sampled[k] for k in ("direction_accuracy", "median_along", "appearance_kept",
+                                                  "warp_error", "truth_psnr", "hold_psnr")}
+    spatial["seconds"] = reach["seconds"]
+    result = {"settings": asdict(s), "given_frames": given, "noise_leak": leak, "spatial_reach": spatial,
               "input_gain": budget.input_gain(base, cases, s.frames, s.seed + 23), "machine": _machine()}
     log(json.dumps(report.jsonable(result["given_frames"])) + "\n" + json.dumps(result["input_gain"]) + "\n"
-        + json.dumps(leak))
+        + json.dumps(leak) + "\n" + json.dumps(report.jsonable(spatial)))
     with open(os.path.join(out, "mechanism.json"), "w") as f:
         json.dump(report.jsonable(result), f, indent=1)
     return result

@@ -13,7 +13,11 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
 
+from atomo_core.temporal_conv import TemporalConvLayer
 from atomo_core.training.base import BaseModel
 from atomo_core.training.config import ConditioningConfig, DataConfig, InitConfig, TrainConfig
 from atomo_core.training.distributed import World
@@ -167,3 +171,35 @@ def attached(base: BaseModel, config: TrainConfig, state: dict | None):
             config.prediction_type
     finally:
         model.remove()
+
+
+class SpatioTemporalConvLayer(TemporalConvLayer):
+    """A diagnostic, not AtomoVideo's layer: the temporal convolution with a 3x3 spatial reach besides its 3 frames
+    (``Conv3d``, zero-initialised, so a fresh layer is the identity as AtomoVideo's is). AtomoVideo's temporal layers
+    act on each pixel alone, so moving a shape is left to the frozen image layers between them; with this reach
+    a layer can shift features by a pixel per frame itself."""
+
+    def __init__(self, channels: int, kernel_size: int = 3, norm_groups: int = 32, operations=None):
+        super().__init__(channels, kernel_size, norm_groups, operations)
+        self.conv = nn.Conv3d(channels, channels, (kernel_size, 3, 3), padding=(kernel_size // 2, 1, 1))
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor, num_frames: int, attention=None) -> torch.Tensor:
+        h = rearrange(F.silu(self.norm(x)), "(b f) c h w -> b c f h w", f=num_frames)
+        return rearrange(self.conv(h), "b c f h w -> (b f) c h w") + x
+
+
+@contextlib.contextmanager
+def spatial_reach(on: bool = True):
+    """While open, new AtomoVideo modules get ``SpatioTemporalConvLayer`` for their temporal convolutions (train and
+    evaluate a run inside it)."""
+    import atomo_core.motion_module as motion_module
+
+    saved = motion_module.TemporalConvLayer
+    if on:
+        motion_module.TemporalConvLayer = SpatioTemporalConvLayer
+    try:
+        yield
+    finally:
+        motion_module.TemporalConvLayer = saved
