@@ -47,3 +47,37 @@ def test_noise_leak_separates_the_noise_passed_through_from_the_bias():
     leaky = budget.noise_leak(_Echo(0.5), ab, "v_prediction", latents, context, 0, "every_frame")
     assert abs(leaky["variance"] - 0.25) < 0.05
     assert abs(leaky["bias"] - clean["error"]) < 0.08 and leaky["leak"] > clean["leak"] + 0.05
+
+
+def test_spatial_reach_layer_starts_as_identity_and_can_shift_a_pixel_per_frame():
+    import atomo_core.motion_module as motion_module
+    from experiments.toy_atomovideo import stage2
+
+    layer = stage2.SpatioTemporalConvLayer(32)
+    x = torch.randn(2 * 3, 32, 5, 5, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(layer(x, 3), x)  # zero-initialised: the identity, as AtomoVideo's layer starts
+    with torch.no_grad():  # read the previous frame one pixel to the left: what a 1 px/frame motion needs
+        layer.conv.weight[:, :, 0, 1, 0] = torch.eye(32)
+    out = layer(x, 3).view(2, 3, 32, 5, 5) - x.view(2, 3, 32, 5, 5)
+    h = torch.nn.functional.silu(layer.norm(x)).view(2, 3, 32, 5, 5)
+    assert torch.allclose(out[:, 1:, :, :, 1:], h[:, :-1, :, :, :-1], atol=1e-6)  # frame f, x+1 <- frame f-1, x
+    assert torch.equal(out[:, 0], torch.zeros_like(out[:, 0]))  # no frame before the first (zero padding)
+    saved = motion_module.TemporalConvLayer
+    with stage2.spatial_reach():
+        assert motion_module.TemporalConvLayer is stage2.SpatioTemporalConvLayer
+    assert motion_module.TemporalConvLayer is saved
+
+
+def test_one_motion_batches_all_move_the_one_way():
+    from experiments.toy_atomovideo import world
+
+    cases = budget.one_motion_cases(12, 6, 0, held_out=True)
+    assert {(c.direction, c.speed) for c in cases} == {budget.ONE_MOTION}
+    assert {c.shape for c in cases} <= set(world.HELD_OUT_SHAPES)
+
+    class Config:
+        seed, batch_size, frames = 0, 3, 6
+
+    batch = next(budget.one_motion_batches(Config()))
+    assert batch["pixels"].shape == (3, 6, 3, world.SIZE, world.SIZE)
+    assert all(c.startswith("moves right fast ") for c in batch["caption"])

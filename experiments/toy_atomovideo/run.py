@@ -369,13 +369,46 @@ def run_mechanism(s: Settings, out: str, log=print) -> dict:
     spatial["sampled"] = {k: sampled[k] for k in ("direction_accuracy", "median_along", "appearance_kept",
                                                   "warp_error", "truth_psnr", "hold_psnr")}
     spatial["seconds"] = reach["seconds"]
+    one_motion = _one_motion(base, info, s, cache, log)
     result = {"settings": asdict(s), "given_frames": given, "noise_leak": leak, "spatial_reach": spatial,
+              "one_motion": one_motion,
               "input_gain": budget.input_gain(base, cases, s.frames, s.seed + 23), "machine": _machine()}
     log(json.dumps(report.jsonable(result["given_frames"])) + "\n" + json.dumps(result["input_gain"]) + "\n"
         + json.dumps(leak) + "\n" + json.dumps(report.jsonable(spatial)))
     with open(os.path.join(out, "mechanism.json"), "w") as f:
         json.dump(report.jsonable(result), f, indent=1)
     return result
+
+
+def _one_motion(base, info, s: Settings, cache: Cache, log) -> dict:
+    """The recipe at the study's budget on clips that all move one way (``budget.one_motion_batches``): can the
+    temporal layers displace a shape at all when no cue has to be read? Probed and sampled on clips of that motion."""
+    import contextlib
+
+    config = stage2.stage2_config(RECIPE, s.stage2_steps, s.frames, s.batch, s.seed, "(toy)")
+    key = _hash("one-motion", _hash(info["losses"][-5:], s.seed), asdict(RECIPE), s.stage2_steps, s.frames, s.batch,
+                s.seed, budget.ONE_MOTION)
+
+    def make():
+        log(f"stage 2 (one motion, {' '.join(budget.ONE_MOTION)}): {s.stage2_steps} steps")
+        t0 = time.perf_counter()
+        state, losses = stage2.train_temporal(base, config, log=log, batches=budget.one_motion_batches(config))
+        return {"state": state, "losses": losses, "seconds": time.perf_counter() - t0}
+
+    trained = cache.get("stage2-one-motion", key, make, log)
+    world_cases = budget.one_motion_cases(s.probe_cases, s.frames, s.seed + 12, held_out=False)
+    held = budget.one_motion_cases(s.probe_cases, s.frames, s.seed + 11, held_out=True)
+    with contextlib.ExitStack() as stack:
+        sampler = sampler_for(base, config, trained["state"], s, stack)
+        pure = _pure_noise(sampler)
+        out = {"probe_world": diagnose.toy_probe(sampler, world_cases, s.frames, seed=s.seed + 21)[pure],
+               "probe_held_out": diagnose.toy_probe(sampler, held, s.frames, seed=s.seed + 22)[pure]}
+        sampled = evaluate.image_to_video(sampler, held, s.frames, s.seed + 100)["summary"]
+    out["sampled"] = {k: sampled[k] for k in ("direction_accuracy", "median_along", "appearance_kept", "warp_error",
+                                              "truth_psnr", "hold_psnr")}
+    out["seconds"] = trained["seconds"]
+    out["motion"] = " ".join(budget.ONE_MOTION)
+    return out
 
 
 def export_base(s: Settings, out: str, path: str) -> None:
