@@ -254,6 +254,23 @@ def markdown_lines(results: dict) -> list[str]:
                     f"{q['direction_accuracy']:.0%}, median speed along it {q['median_along']:.2f}, appearance kept "
                     f"{q['appearance_kept']:.0%}, warp error {q['warp_error']:.4f}, clip PSNR {q['truth_psnr']:.1f} dB "
                     f"(the given frame held still {q['hold_psnr']:.1f} dB).", ""]
+        if "text_film" in m:
+            t = m["text_film"]
+            out += ["**Does a direct path for the caption change it?** The same recipe and budget with the caption as "
+                    "an input of the temporal convolutions themselves (`stage2.TextFiLMConvLayer`: per-channel scale "
+                    "and shift from the caption's features, a diagnostic, not AtomoVideo's layer; "
+                    f"{t['seconds'] / 60:.1f} min of training):", "",
+                    "| probe at the pure-noise step | with image | copy given | direction right | along (opposite "
+                    "caption) |", "|---|---|---|---|---|"]
+            for name, key in (("training world", "probe_world"), ("held out", "probe_held_out")):
+                p = t[key]
+                out.append(f"| {name} | {p['with_image']:.4f} | {p['copy_given']:.4f} | {p['direction_ok']:.2f} | "
+                           f"{p['along']:.2f} ({p['opposite_along']:.2f}) |")
+            q = t["sampled"]
+            out += ["", f"Sampled held-out clips (lock on, the study's 16): direction right "
+                    f"{q['direction_accuracy']:.0%}, median speed along the caption {q['median_along']:.2f}, "
+                    f"appearance kept {q['appearance_kept']:.0%}, warp error {q['warp_error']:.4f}, clip PSNR "
+                    f"{q['truth_psnr']:.1f} dB (the given frame held still {q['hold_psnr']:.1f} dB).", ""]
     if b and m:
         out += _conclusion(b, m)
     return out

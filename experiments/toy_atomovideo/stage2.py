@@ -203,3 +203,48 @@ def spatial_reach(on: bool = True):
         yield
     finally:
         motion_module.TemporalConvLayer = saved
+
+
+class TextFiLMConvLayer(TemporalConvLayer):
+    """A diagnostic, not AtomoVideo's layer: the temporal convolution with the caption as an input of its own. Its
+    normalised input is scaled and shifted per channel by the caption (FiLM of the mean of the caption's token
+    features, zero-initialised, so a fresh layer is still the identity). AtomoVideo's temporal layers see the caption
+    only through the image layers' features; this says whether a direct path lets them make the motion depend on
+    it. ``context``: the caption features of the current UNet call, set by ``text_into_temporal``."""
+
+    context: torch.Tensor | None = None
+
+    def __init__(self, channels: int, kernel_size: int = 3, norm_groups: int = 32, operations=None):
+        super().__init__(channels, kernel_size, norm_groups, operations)
+        from atomo_core.training.base import TINY_TEXT
+
+        self.film = nn.Linear(TINY_TEXT["hidden_size"], 2 * channels)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+
+    def forward(self, x: torch.Tensor, num_frames: int, attention=None) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        scale, shift = self.film(TextFiLMConvLayer.context.mean(dim=1).to(x)).chunk(2, dim=-1)
+        h = F.silu(self.norm(x)) * (1 + scale[..., None, None]) + shift[..., None, None]
+        h = self.conv(rearrange(h, "(b f) c h w -> (b h w) c f", f=num_frames))
+        return rearrange(h, "(b h w) c f -> (b f) c h w", h=height, w=width) + x
+
+
+@contextlib.contextmanager
+def text_into_temporal(base: BaseModel):
+    """While open, new AtomoVideo modules get ``TextFiLMConvLayer`` temporal convolutions, and every call of the
+    base's UNet hands them its caption features (train and evaluate a run inside it)."""
+    import atomo_core.motion_module as motion_module
+
+    def keep(_module, args, kwargs):
+        TextFiLMConvLayer.context = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
+
+    saved = motion_module.TemporalConvLayer
+    motion_module.TemporalConvLayer = TextFiLMConvLayer
+    handle = base.unet.register_forward_pre_hook(keep, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+        motion_module.TemporalConvLayer = saved
+        TextFiLMConvLayer.context = None

@@ -1,0 +1,132 @@
+"""The study's bug-or-budget runs (``--budget STEPS``, ``--mechanism``): the measurements of ``budget.py`` on the
+study's own base and recipe, written to ``budget.json`` and ``mechanism.json`` beside ``results.json`` (the report
+reads them). Stages are cached as the main run's are."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+
+import torch
+
+from . import budget, diagnose, evaluate, ladder, report, stage2
+from .run import RECIPE, Cache, Settings, _hash, _machine, _pure_noise, sampler_for, train_base, train_stage2
+
+
+def run_budget(s: Settings, out: str, steps: int, log=print) -> dict:
+    """Bug or budget for the motion words (``budget.py``): whether the caption's direction can be read linearly at the
+    temporal sites, and the recipe trained ``steps`` steps with the probe along the way. Writes ``budget.json``."""
+    base, info = train_base(s, Cache(out), log)
+    t0 = time.perf_counter()
+    log("reading the caption's direction at the temporal sites (linear classifiers)")
+    decodable = budget.direction_decodable(base, s.frames, s.seed + 30)
+    for t, entry in decodable.items():
+        log(f"{t}: caption best {entry['caption']['best']:.2f} mean {entry['caption']['mean']:.2f}; empty prompt "
+            f"best {entry['empty']['best']:.2f} mean {entry['empty']['mean']:.2f}")
+    decode_seconds = time.perf_counter() - t0
+    config = stage2.stage2_config(RECIPE, steps, s.frames, s.batch, s.seed, "(toy)")
+    sampling = evaluate.Sampling(s.sampling_steps, s.cfg, s.image_cfg, s.cfg_rescale)
+    cases = {"world": ladder.fixed_cases(s.probe_cases, s.frames, s.seed + 12, held_out=False),
+             "held_out": ladder.fixed_cases(s.probe_cases, s.frames, s.seed + 11, held_out=True)}
+    t0 = time.perf_counter()
+    _, curve = budget.budget_curve(base, config, s, sampling, cases, log)
+    result = {"settings": asdict(s), "recipe": asdict(RECIPE), "steps": steps, "study_steps": s.stage2_steps,
+              "decodable": decodable, "curve": curve["points"], "held_out_loss": curve["losses"]["held_out"],
+              "seconds": {"decodable": decode_seconds, "curve": time.perf_counter() - t0}, "machine": _machine()}
+    with open(os.path.join(out, "budget.json"), "w") as f:
+        json.dump(report.jsonable(result), f, indent=1)
+    return result
+
+
+def run_mechanism(s: Settings, out: str, log=print) -> dict:
+    """Which mechanism stops the study's model (``budget.py``): the probe with 1-3 given frames on the study's
+    v-pred + ZTSNR run, and how much the frozen base follows its input at each timestep. Writes ``mechanism.json``."""
+    import contextlib
+
+    cache = Cache(out)
+    base, info = train_base(s, cache, log)
+    config, trained = train_stage2(base, _hash(info["losses"][-5:], s.seed), RECIPE, s, s.stage2_steps, cache,
+                                   "v_ztsnr", log)
+    cases = ladder.fixed_cases(s.probe_cases, s.frames, s.seed + 12, held_out=False)
+    with contextlib.ExitStack() as stack:
+        sampler = sampler_for(base, config, trained["state"], s, stack)
+        given = budget.given_frames_probe(sampler, cases, s.frames, s.seed + 21)
+        latents = torch.stack([sampler.latents(c) for c in diagnose.probe_clips(cases, s.frames)])
+        context = base.encode_text([c.video_caption() for c in cases])
+        leak = {"model_with_image": budget.noise_leak(sampler.model, sampler.ab, sampler.prediction_type, latents,
+                                                      context, s.seed + 24, sampler.layout),
+                "model_without_image": budget.noise_leak(sampler.model, sampler.ab, sampler.prediction_type, latents,
+                                                         context, s.seed + 24, sampler.layout, with_image=False)}
+    leak["base_alone"] = budget.base_noise_leak(base, cases, s.frames, s.seed + 24)
+    # the same recipe and budget with temporal convolutions that reach 3x3 pixels (a diagnostic, not AtomoVideo's
+    # layer): if the caption's direction is learned then, what stops the recipe is moving things, not reading words
+    held = ladder.fixed_cases(s.probe_cases, s.frames, s.seed + 11, held_out=True)
+    test_cases = evaluate.held_out_cases(s.test_cases, s.frames, s.seed + 13)
+    with stage2.spatial_reach():
+        reach_config, reach = train_stage2(base, _hash(info["losses"][-5:], s.seed), RECIPE, s, s.stage2_steps,
+                                           cache, "spatial-reach", log)
+        with contextlib.ExitStack() as stack:
+            sampler = sampler_for(base, reach_config, reach["state"], s, stack)
+            spatial = {"probe_world": diagnose.toy_probe(sampler, cases, s.frames, seed=s.seed + 21)[_pure_noise(sampler)],
+                       "probe_held_out": diagnose.toy_probe(sampler, held, s.frames, seed=s.seed + 22)[
+                           _pure_noise(sampler)],
+                       "given_frames": budget.given_frames_probe(sampler, cases, s.frames, s.seed + 21)}
+            sampled = evaluate.image_to_video(sampler, test_cases, s.frames, s.seed + 100)["summary"]
+    spatial["sampled"] = {k: sampled[k] for k in ("direction_accuracy", "median_along", "appearance_kept",
+                                                  "warp_error", "truth_psnr", "hold_psnr")}
+    spatial["seconds"] = reach["seconds"]
+    one_motion = _one_motion(base, info, s, cache, log)
+    with stage2.text_into_temporal(base):  # the caption as the temporal convolutions' own input (a diagnostic)
+        film_config, film = train_stage2(base, _hash(info["losses"][-5:], s.seed), RECIPE, s, s.stage2_steps, cache,
+                                         "text-film", log)
+        with contextlib.ExitStack() as stack:
+            sampler = sampler_for(base, film_config, film["state"], s, stack)
+            text_film = {"probe_world": diagnose.toy_probe(sampler, cases, s.frames, seed=s.seed + 21)[
+                             _pure_noise(sampler)],
+                         "probe_held_out": diagnose.toy_probe(sampler, held, s.frames, seed=s.seed + 22)[
+                             _pure_noise(sampler)]}
+            sampled = evaluate.image_to_video(sampler, test_cases, s.frames, s.seed + 100)["summary"]
+    text_film["sampled"] = {k: sampled[k] for k in ("direction_accuracy", "median_along", "appearance_kept",
+                                                    "warp_error", "truth_psnr", "hold_psnr")}
+    text_film["seconds"] = film["seconds"]
+    result = {"settings": asdict(s), "given_frames": given, "noise_leak": leak, "spatial_reach": spatial,
+              "one_motion": one_motion, "text_film": text_film,
+              "input_gain": budget.input_gain(base, cases, s.frames, s.seed + 23), "machine": _machine()}
+    log(json.dumps(report.jsonable(result["given_frames"])) + "\n" + json.dumps(result["input_gain"]) + "\n"
+        + json.dumps(leak) + "\n" + json.dumps(report.jsonable(spatial)))
+    with open(os.path.join(out, "mechanism.json"), "w") as f:
+        json.dump(report.jsonable(result), f, indent=1)
+    return result
+
+
+def _one_motion(base, info, s: Settings, cache: Cache, log) -> dict:
+    """The recipe at the study's budget on clips that all move one way (``budget.one_motion_batches``): can the
+    temporal layers displace a shape at all when no cue has to be read? Probed and sampled on clips of that motion."""
+    import contextlib
+
+    config = stage2.stage2_config(RECIPE, s.stage2_steps, s.frames, s.batch, s.seed, "(toy)")
+    key = _hash("one-motion", _hash(info["losses"][-5:], s.seed), asdict(RECIPE), s.stage2_steps, s.frames, s.batch,
+                s.seed, budget.ONE_MOTION)
+
+    def make():
+        log(f"stage 2 (one motion, {' '.join(budget.ONE_MOTION)}): {s.stage2_steps} steps")
+        t0 = time.perf_counter()
+        state, losses = stage2.train_temporal(base, config, log=log, batches=budget.one_motion_batches(config))
+        return {"state": state, "losses": losses, "seconds": time.perf_counter() - t0}
+
+    trained = cache.get("stage2-one-motion", key, make, log)
+    world_cases = budget.one_motion_cases(s.probe_cases, s.frames, s.seed + 12, held_out=False)
+    held = budget.one_motion_cases(s.probe_cases, s.frames, s.seed + 11, held_out=True)
+    with contextlib.ExitStack() as stack:
+        sampler = sampler_for(base, config, trained["state"], s, stack)
+        pure = _pure_noise(sampler)
+        out = {"probe_world": diagnose.toy_probe(sampler, world_cases, s.frames, seed=s.seed + 21)[pure],
+               "probe_held_out": diagnose.toy_probe(sampler, held, s.frames, seed=s.seed + 22)[pure]}
+        sampled = evaluate.image_to_video(sampler, held, s.frames, s.seed + 100)["summary"]
+    out["sampled"] = {k: sampled[k] for k in ("direction_accuracy", "median_along", "appearance_kept", "warp_error",
+                                              "truth_psnr", "hold_psnr")}
+    out["seconds"] = trained["seconds"]
+    out["motion"] = " ".join(budget.ONE_MOTION)
+    return out
