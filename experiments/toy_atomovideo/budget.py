@@ -272,12 +272,14 @@ def markdown_lines(results: dict) -> list[str]:
                     f"appearance kept {q['appearance_kept']:.0%}, warp error {q['warp_error']:.4f}, clip PSNR "
                     f"{q['truth_psnr']:.1f} dB (the given frame held still {q['hold_psnr']:.1f} dB).", ""]
     if b and m:
-        out += _conclusion(b, m)
+        study = results.get("models", {}).get("v_ztsnr", {}).get("image_to_video", {}).get("summary")
+        out += _conclusion(b, m, study)
     return out
 
 
-def _conclusion(b: dict, m: dict) -> list[str]:
-    """What the measurements above say together, from their figures."""
+def _conclusion(b: dict, m: dict, sampled: dict | None) -> list[str]:
+    """What the measurements above say together, from their figures (``sampled``: the study's own sampled held-out
+    figures, the recipe's, when the report has them)."""
     first = {step: f for step, f in b["curve"]}
     study = first.get(b["study_steps"], b["curve"][0][1])["world"]
     last = b["curve"][-1][1]["world"]
@@ -307,11 +309,18 @@ def _conclusion(b: dict, m: dict) -> list[str]:
                      f"{o['sampled']['direction_accuracy']:.0%} at a median {o['sampled']['median_along']:.2f}. So the "
                      "temporal layers can move things, the words reach them, and what they do not learn at these "
                      "budgets is to make the motion depend on a cue (the caption's words, or the motion of given "
-                     "frames). That is the mechanism that fails, measured. The next rung is how the cue reaches "
-                     "the temporal layers: AtomoVideo's temporal layers have no text input of their own and see the "
-                     "caption only through the image layers' features, per pixel; a readout per pixel (not averaged "
-                     "over the frame), and temporal layers with the text as an input, are the measurements to make "
-                     "next.")
+                     "frames). That is the mechanism that fails, measured.")
+    t = m.get("text_film")
+    if t:
+        lines[0] += (" With the caption as the temporal convolutions' own input (a diagnostic) the sampled held-out "
+                     f"clips move the caption's way in {t['sampled']['direction_accuracy']:.0%} at a median "
+                     f"{t['sampled']['median_along']:.2f} of the true speed"
+                     + (f" (the recipe: {sampled['direction_accuracy']:.0%} at {sampled['median_along']:.2f})"
+                        if sampled else "") + ", while the probe at the pure-noise step still moves the shape the caption's way in only "
+                     f"{t['probe_held_out']['direction_ok']:.0%} of held-out clips: a first sign, at one budget and "
+                     "16 clips, not a result. The next rung is that path: how the caption reaches the temporal "
+                     "layers (AtomoVideo's see it only through the image layers' features), measured with the probe "
+                     "at more budget before any change to the product's layers.")
     return lines + [""]
 
 
