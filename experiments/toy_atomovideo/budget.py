@@ -23,39 +23,23 @@ from . import diagnose, evaluate, ladder, world
 def site_features(base, cases: list[world.Case], frames: int, t: int, captions: list[str], seed: int) -> dict:
     """``{site: [B * F, C]}``: the frozen base's features at every temporal site, averaged over pixels, for the clips
     of ``cases`` noised to ``t`` (zero-terminal-SNR ``scaled_linear``, the noise drawn from ``seed``)."""
-    from atomo_core import layout
     from atomo_core.training.objective import training_alphas_cumprod
-    from atomo_core.training.unet import diffusers_target
 
-    unet = base.unet
-    seen: dict[str, torch.Tensor] = {}
-    hooks = []
-    for site in layout.sites(mid_block=True, widths=base.widths):
-        name = diffusers_target(site, unet)
-
-        def keep(_module, _inputs, output, name=name):
-            value = output if isinstance(output, torch.Tensor) else output[0]
-            seen[name] = value.mean(dim=(2, 3))
-
-        hooks.append(unet.get_submodule(name).register_forward_hook(keep))
-    try:
-        a = training_alphas_cumprod().float()[t]
-        clips = diagnose.probe_clips(cases, frames).flatten(0, 1) * 2 - 1
-        latents = base.encode_video(clips)
-        noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed))
-        x_t = a.sqrt() * latents + (1 - a).sqrt() * noise
-        context = base.encode_text(captions).repeat_interleave(frames, 0)
-        out = {}
+    a = training_alphas_cumprod().float()[t]
+    clips = diagnose.probe_clips(cases, frames).flatten(0, 1) * 2 - 1
+    latents = base.encode_video(clips)
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed))
+    x_t = a.sqrt() * latents + (1 - a).sqrt() * noise
+    context = base.encode_text(captions).repeat_interleave(frames, 0)
+    out = {}
+    with diagnose.site_outputs(base, reduce=lambda value: value.mean(dim=(2, 3))) as seen:
         for start in range(0, x_t.shape[0], 96):
             seen.clear()
-            unet(x_t[start:start + 96], torch.full((min(96, x_t.shape[0] - start),), t),
-                 encoder_hidden_states=context[start:start + 96])
+            base.unet(x_t[start:start + 96], torch.full((min(96, x_t.shape[0] - start),), t),
+                      encoder_hidden_states=context[start:start + 96])
             for name, value in seen.items():
                 out.setdefault(name, []).append(value)
-        return {name: torch.cat(values) for name, values in out.items()}
-    finally:
-        for hook in hooks:
-            hook.remove()
+    return {name: torch.cat(values) for name, values in out.items()}
 
 
 def _linear_accuracy(train_x, train_y, test_x, test_y, classes: int = 4, steps: int = 300) -> float:
@@ -226,18 +210,10 @@ def markdown_lines(results: dict) -> list[str]:
                     f"{r['seconds'] / 60:.1f} min of training):", "",
                     "| probe at the pure-noise step | with image | copy given | direction right | along (opposite "
                     "caption) |", "|---|---|---|---|---|"]
-            for name, key in (("training world", "probe_world"), ("held out", "probe_held_out")):
-                p = r[key]
-                out.append(f"| {name} | {p['with_image']:.4f} | {p['copy_given']:.4f} | {p['direction_ok']:.2f} | "
-                           f"{p['along']:.2f} ({p['opposite_along']:.2f}) |")
-            for k, v in r["given_frames"].items():
-                out.append(f"| training world, {k} given | {v['with_image']:.4f} | {v['copy_given']:.4f} | "
-                           f"{v['direction_ok']:.2f} | {v['along']:.2f} ({v['opposite_along']:.2f}) |")
-            q = r["sampled"]
-            out += ["", f"Sampled held-out clips (lock on, the study's 16): direction right "
-                    f"{q['direction_accuracy']:.0%}, median speed along the caption {q['median_along']:.2f}, "
-                    f"appearance kept {q['appearance_kept']:.0%}, warp error {q['warp_error']:.4f}, clip PSNR "
-                    f"{q['truth_psnr']:.1f} dB (the given frame held still {q['hold_psnr']:.1f} dB).", ""]
+            out += _probe_rows(r)
+            out += [_probe_row(f"training world, {k} given", v) for k, v in r["given_frames"].items()]
+            out += ["", _sampled_line("Sampled held-out clips (lock on, the study's 16)", "along the caption",
+                                      r["sampled"]), ""]
         if "one_motion" in m:
             o = m["one_motion"]
             out += [f"**Can it displace a shape when no cue has to be read?** The recipe at the study's budget on clips "
@@ -245,15 +221,9 @@ def markdown_lines(results: dict) -> list[str]:
                     f"{o['seconds'] / 60:.1f} min of training), probed and sampled on clips of that motion:", "",
                     "| probe at the pure-noise step | with image | copy given | direction right | along |",
                     "|---|---|---|---|---|"]
-            for name, key in (("training world", "probe_world"), ("held out", "probe_held_out")):
-                p = o[key]
-                out.append(f"| {name} | {p['with_image']:.4f} | {p['copy_given']:.4f} | {p['direction_ok']:.2f} | "
-                           f"{p['along']:.2f} |")
-            q = o["sampled"]
-            out += ["", f"Sampled held-out clips of that motion (lock on, {16}): direction right "
-                    f"{q['direction_accuracy']:.0%}, median speed along it {q['median_along']:.2f}, appearance kept "
-                    f"{q['appearance_kept']:.0%}, warp error {q['warp_error']:.4f}, clip PSNR {q['truth_psnr']:.1f} dB "
-                    f"(the given frame held still {q['hold_psnr']:.1f} dB).", ""]
+            out += _probe_rows(o, opposite=False)
+            out += ["", _sampled_line("Sampled held-out clips of that motion (lock on, 16)", "along it", o["sampled"]),
+                    ""]
         if "text_film" in m:
             t = m["text_film"]
             out += ["**Does a direct path for the caption change it?** The same recipe and budget with the caption as "
@@ -262,19 +232,30 @@ def markdown_lines(results: dict) -> list[str]:
                     f"{t['seconds'] / 60:.1f} min of training):", "",
                     "| probe at the pure-noise step | with image | copy given | direction right | along (opposite "
                     "caption) |", "|---|---|---|---|---|"]
-            for name, key in (("training world", "probe_world"), ("held out", "probe_held_out")):
-                p = t[key]
-                out.append(f"| {name} | {p['with_image']:.4f} | {p['copy_given']:.4f} | {p['direction_ok']:.2f} | "
-                           f"{p['along']:.2f} ({p['opposite_along']:.2f}) |")
-            q = t["sampled"]
-            out += ["", f"Sampled held-out clips (lock on, the study's 16): direction right "
-                    f"{q['direction_accuracy']:.0%}, median speed along the caption {q['median_along']:.2f}, "
-                    f"appearance kept {q['appearance_kept']:.0%}, warp error {q['warp_error']:.4f}, clip PSNR "
-                    f"{q['truth_psnr']:.1f} dB (the given frame held still {q['hold_psnr']:.1f} dB).", ""]
+            out += _probe_rows(t)
+            out += ["", _sampled_line("Sampled held-out clips (lock on, the study's 16)", "along the caption",
+                                      t["sampled"]), ""]
     if b and m:
         study = results.get("models", {}).get("v_ztsnr", {}).get("image_to_video", {}).get("summary")
         out += _conclusion(b, m, study)
     return out
+
+
+def _probe_row(name: str, p: dict, opposite: bool = True) -> str:
+    along = f"{p['along']:.2f}" + (f" ({p['opposite_along']:.2f})" if opposite else "")
+    return f"| {name} | {p['with_image']:.4f} | {p['copy_given']:.4f} | {p['direction_ok']:.2f} | {along} |"
+
+
+def _probe_rows(run: dict, opposite: bool = True) -> list[str]:
+    """A diagnostic run's probe rows (training world, held out) of the report's tables."""
+    return [_probe_row(name, run[key], opposite) for name, key in (("training world", "probe_world"),
+                                                                   ("held out", "probe_held_out"))]
+
+
+def _sampled_line(what: str, along: str, q: dict) -> str:
+    return (f"{what}: direction right {q['direction_accuracy']:.0%}, median speed {along} {q['median_along']:.2f}, "
+            f"appearance kept {q['appearance_kept']:.0%}, warp error {q['warp_error']:.4f}, clip PSNR "
+            f"{q['truth_psnr']:.1f} dB (the given frame held still {q['hold_psnr']:.1f} dB).")
 
 
 def _conclusion(b: dict, m: dict, sampled: dict | None) -> list[str]:

@@ -14,6 +14,8 @@ input itself holds the true frames (at the middle step, at SNR 1), so even the u
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from atomo_core.training.probe import default_timesteps, learning_probe
@@ -69,20 +71,9 @@ def site_sensitivity(base, cases: list[world.Case], frames: int, timesteps: tupl
     base, the relative change ``|f(caption) - f(other)| / |f(caption)|`` of the features (the output of the module a
     temporal layer follows), averaged over sites, for the opposite direction's caption and for the empty prompt; the
     clips noised to each of ``timesteps`` (zero-terminal-SNR ``scaled_linear``)."""
-    from atomo_core import layout
     from atomo_core.training.objective import training_alphas_cumprod
-    from atomo_core.training.unet import diffusers_target
 
     unet = base.unet
-    seen: dict[str, torch.Tensor] = {}
-    hooks = []
-    for site in layout.sites(mid_block=True, widths=base.widths):
-        name = diffusers_target(site, unet)
-
-        def keep(_module, _inputs, output, name=name):
-            seen[name] = output if isinstance(output, torch.Tensor) else output[0]
-
-        hooks.append(unet.get_submodule(name).register_forward_hook(keep))
     ab = training_alphas_cumprod().float()
     clips = probe_clips(cases, frames).flatten(0, 1) * 2 - 1
     latents = base.encode_video(clips)
@@ -90,7 +81,7 @@ def site_sensitivity(base, cases: list[world.Case], frames: int, timesteps: tupl
     prompts = {"caption": [c.video_caption() for c in cases],
                "opposite": [c.video_caption(world.OPPOSITE[c.direction]) for c in cases], "empty": [""] * len(cases)}
     out = {}
-    try:
+    with site_outputs(base) as seen:
         for t in timesteps:
             a = ab[t]
             x_t = a.sqrt() * latents + (1 - a).sqrt() * torch.randn(latents.shape, generator=generator)
@@ -103,7 +94,30 @@ def site_sensitivity(base, cases: list[world.Case], frames: int, timesteps: tupl
             out[f"t{t}"] = {other: sum(float((features["caption"][n] - features[other][n]).norm()
                                              / features["caption"][n].norm()) for n in features["caption"])
                             / len(features["caption"]) for other in ("opposite", "empty")}
+    return out
+
+
+@contextlib.contextmanager
+def site_outputs(base, reduce=None):
+    """While open, every call of ``base.unet`` fills the yielded dict ``{module name: output}`` with the output of
+    the module each temporal layer follows (the features a temporal layer reads), passed through ``reduce`` when
+    given; the hooks come off on exit."""
+    from atomo_core import layout
+    from atomo_core.training.unet import diffusers_target
+
+    unet = base.unet
+    seen: dict[str, torch.Tensor] = {}
+    hooks = []
+    for site in layout.sites(mid_block=True, widths=base.widths):
+        name = diffusers_target(site, unet)
+
+        def keep(_module, _inputs, output, name=name):
+            value = output if isinstance(output, torch.Tensor) else output[0]
+            seen[name] = value if reduce is None else reduce(value)
+
+        hooks.append(unet.get_submodule(name).register_forward_hook(keep))
+    try:
+        yield seen
     finally:
         for hook in hooks:
             hook.remove()
-    return out

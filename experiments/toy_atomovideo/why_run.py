@@ -67,30 +67,12 @@ def run_mechanism(s: Settings, out: str, log=print) -> dict:
     with stage2.spatial_reach():
         reach_config, reach = train_stage2(base, _hash(info["losses"][-5:], s.seed), RECIPE, s, s.stage2_steps,
                                            cache, "spatial-reach", log)
-        with contextlib.ExitStack() as stack:
-            sampler = sampler_for(base, reach_config, reach["state"], s, stack)
-            spatial = {"probe_world": diagnose.toy_probe(sampler, cases, s.frames, seed=s.seed + 21)[_pure_noise(sampler)],
-                       "probe_held_out": diagnose.toy_probe(sampler, held, s.frames, seed=s.seed + 22)[
-                           _pure_noise(sampler)],
-                       "given_frames": budget.given_frames_probe(sampler, cases, s.frames, s.seed + 21)}
-            sampled = evaluate.image_to_video(sampler, test_cases, s.frames, s.seed + 100)["summary"]
-    spatial["sampled"] = {k: sampled[k] for k in ("direction_accuracy", "median_along", "appearance_kept",
-                                                  "warp_error", "truth_psnr", "hold_psnr")}
-    spatial["seconds"] = reach["seconds"]
+        spatial = _variant(base, reach_config, reach, s, cases, held, test_cases, given_frames=True)
     one_motion = _one_motion(base, info, s, cache, log)
     with stage2.text_into_temporal(base):  # the caption as the temporal convolutions' own input (a diagnostic)
         film_config, film = train_stage2(base, _hash(info["losses"][-5:], s.seed), RECIPE, s, s.stage2_steps, cache,
                                          "text-film", log)
-        with contextlib.ExitStack() as stack:
-            sampler = sampler_for(base, film_config, film["state"], s, stack)
-            text_film = {"probe_world": diagnose.toy_probe(sampler, cases, s.frames, seed=s.seed + 21)[
-                             _pure_noise(sampler)],
-                         "probe_held_out": diagnose.toy_probe(sampler, held, s.frames, seed=s.seed + 22)[
-                             _pure_noise(sampler)]}
-            sampled = evaluate.image_to_video(sampler, test_cases, s.frames, s.seed + 100)["summary"]
-    text_film["sampled"] = {k: sampled[k] for k in ("direction_accuracy", "median_along", "appearance_kept",
-                                                    "warp_error", "truth_psnr", "hold_psnr")}
-    text_film["seconds"] = film["seconds"]
+        text_film = _variant(base, film_config, film, s, cases, held, test_cases)
     result = {"settings": asdict(s), "given_frames": given, "noise_leak": leak, "spatial_reach": spatial,
               "one_motion": one_motion, "text_film": text_film,
               "input_gain": budget.input_gain(base, cases, s.frames, s.seed + 23), "machine": _machine()}
@@ -104,8 +86,6 @@ def run_mechanism(s: Settings, out: str, log=print) -> dict:
 def _one_motion(base, info, s: Settings, cache: Cache, log) -> dict:
     """The recipe at the study's budget on clips that all move one way (``budget.one_motion_batches``): can the
     temporal layers displace a shape at all when no cue has to be read? Probed and sampled on clips of that motion."""
-    import contextlib
-
     config = stage2.stage2_config(RECIPE, s.stage2_steps, s.frames, s.batch, s.seed, "(toy)")
     key = _hash("one-motion", _hash(info["losses"][-5:], s.seed), asdict(RECIPE), s.stage2_steps, s.frames, s.batch,
                 s.seed, budget.ONE_MOTION)
@@ -119,14 +99,29 @@ def _one_motion(base, info, s: Settings, cache: Cache, log) -> dict:
     trained = cache.get("stage2-one-motion", key, make, log)
     world_cases = budget.one_motion_cases(s.probe_cases, s.frames, s.seed + 12, held_out=False)
     held = budget.one_motion_cases(s.probe_cases, s.frames, s.seed + 11, held_out=True)
+    out = _variant(base, config, trained, s, world_cases, held, held)
+    out["motion"] = " ".join(budget.ONE_MOTION)
+    return out
+
+
+SAMPLED = ("direction_accuracy", "median_along", "appearance_kept", "warp_error", "truth_psnr", "hold_psnr")
+
+
+def _variant(base, config, trained: dict, s: Settings, world_cases, held, sampled_cases,
+             given_frames: bool = False) -> dict:
+    """A diagnostic run's figures: the probe at the pure-noise step on ``world_cases`` and ``held`` (and with 1-3
+    given frames), clips sampled from the first frames of ``sampled_cases``, and its training minutes. Call it inside
+    the run's own context (``stage2.spatial_reach``, ``text_into_temporal``) where it has one."""
+    import contextlib
+
     with contextlib.ExitStack() as stack:
         sampler = sampler_for(base, config, trained["state"], s, stack)
         pure = _pure_noise(sampler)
         out = {"probe_world": diagnose.toy_probe(sampler, world_cases, s.frames, seed=s.seed + 21)[pure],
                "probe_held_out": diagnose.toy_probe(sampler, held, s.frames, seed=s.seed + 22)[pure]}
-        sampled = evaluate.image_to_video(sampler, held, s.frames, s.seed + 100)["summary"]
-    out["sampled"] = {k: sampled[k] for k in ("direction_accuracy", "median_along", "appearance_kept", "warp_error",
-                                              "truth_psnr", "hold_psnr")}
+        if given_frames:
+            out["given_frames"] = budget.given_frames_probe(sampler, world_cases, s.frames, s.seed + 21)
+        sampled = evaluate.image_to_video(sampler, sampled_cases, s.frames, s.seed + 100)["summary"]
+    out["sampled"] = {k: sampled[k] for k in SAMPLED}
     out["seconds"] = trained["seconds"]
-    out["motion"] = " ".join(budget.ONE_MOTION)
     return out
