@@ -23,6 +23,9 @@ The ``__metadata__`` header (all values are strings):
 ``image_layout``            with ``conv_in``: ``given_only`` (default: frames that are not given carry zeros
                             in the image channels) or ``every_frame`` (they carry the nearest given frame's
                             latent, mask 0); see ``conditioning.atomovideo_concat``
+``temporal_text``           ``none`` (default: the paper's layers) or ``film``: the temporal convolutions
+                            also read the caption (``down_blocks.0.temporal_convs.0.text_film.weight
+                            [2C, 768]``; see ``temporal_conv.py``)
 ==========================  =========================================================================
 """
 
@@ -104,6 +107,7 @@ def config_from_metadata(metadata: dict[str, str], state_dict: dict[str, torch.T
         raise MotionModuleFormatError(
             f"'{name}': image_layout must be one of {', '.join(IMAGE_LAYOUTS)}, got {image_layout!r}. A newer trainer "
             "may have written it: update ComfyUI-AtomoVideo.")
+    temporal_text_dim = _temporal_text_dim(metadata, state_dict, name)
     try:
         return MotionModuleConfig(
             family="atomovideo",
@@ -119,10 +123,31 @@ def config_from_metadata(metadata: dict[str, str], state_dict: dict[str, torch.T
             zero_terminal_snr=_flag(metadata, "zero_terminal_snr", name, True),
             image_conditioning="atomovideo" if "conv_in" in parts else None,
             image_layout=image_layout,
+            temporal_text_dim=temporal_text_dim,
             widths=widths_of(metadata, name),
         )
     except ValueError as exc:
         raise MotionModuleFormatError(f"'{name}': {exc}") from exc
+
+
+TEMPORAL_TEXT = ("none", "film")
+
+
+def _temporal_text_dim(metadata: dict[str, str], state_dict: dict[str, torch.Tensor], name: str) -> int | None:
+    """The caption width the temporal convolutions' FiLM reads (``None``: they read none), checked against the
+    tensors."""
+    said = metadata.get("temporal_text", "none")
+    if said not in TEMPORAL_TEXT:
+        raise MotionModuleFormatError(
+            f"'{name}': temporal_text must be one of {', '.join(TEMPORAL_TEXT)}, got {said!r}. A newer trainer may "
+            "have written it: update ComfyUI-AtomoVideo.")
+    film = [v for k, v in state_dict.items() if ".temporal_convs." in k and k.endswith(".text_film.weight")]
+    if (said == "film") != bool(film):
+        raise MotionModuleFormatError(
+            f"'{name}': the metadata says temporal_text {said!r} but the file has "
+            f"{'' if film else 'no '}text_film tensors. The file was edited or written incompletely; export it again "
+            "from the trainer.")
+    return int(film[0].shape[1]) if film else None
 
 
 def metadata_for(module: MotionModule) -> dict[str, str]:
@@ -144,6 +169,7 @@ def metadata_for(module: MotionModule) -> dict[str, str]:
         "resnet_norm": "across_frames" if config.resnet_norm_across_frames else "per_frame",
         "heads": str(config.heads),
         **({"image_layout": config.image_layout} if module.conv_in_weight is not None else {}),
+        **({"temporal_text": "film"} if config.temporal_text_dim is not None else {}),
         **({} if tuple(config.widths) == SD15_WIDTHS else {"widths": ",".join(map(str, config.widths))}),
     }
 
@@ -190,6 +216,7 @@ def new_atomovideo_module(
     name: str = "new AtomoVideo module",
     widths: tuple[int, ...] = SD15_WIDTHS,
     image_layout: str = "given_only",
+    temporal_text_dim: int | None = None,
 ) -> MotionModule:
     """A freshly initialised AtomoVideo module: it leaves the image model's output unchanged.
 
@@ -210,6 +237,7 @@ def new_atomovideo_module(
         zero_terminal_snr=zero_terminal_snr,
         image_conditioning="atomovideo" if conv_in else None,
         image_layout=image_layout,
+        temporal_text_dim=temporal_text_dim,
         widths=tuple(widths),
     )
     module = MotionModule(config, name)

@@ -35,6 +35,9 @@ class MotionModuleConfig:
     (latent and mask 1 on given frames only); such modules carry a 9-channel ``conv_in``.
     ``image_layout``: for ``"atomovideo"``, what the frames that are not given carry in the image channels:
     ``"given_only"`` (zeros) or ``"every_frame"`` (the nearest given frame's latent); see ``conditioning.py``.
+    ``temporal_text_dim``: the temporal convolutions also read the caption (FiLM of its mean token feature, our
+    addition; see ``temporal_conv.py``) from cross-attention features this wide (768 for SD-1.5); ``None``: the
+    paper's layers, which see the caption only through the image layers' features.
     ``widths``: the channels of the UNet's four levels, SD-1.5's ``(320, 640, 1280, 1280)`` for every real module
     (another value only for the trainer's tiny test base of the same layout).
     """
@@ -52,6 +55,7 @@ class MotionModuleConfig:
     zero_terminal_snr: bool = False
     image_conditioning: str | None = None
     image_layout: str = "given_only"
+    temporal_text_dim: int | None = None
     widths: tuple[int, ...] = layout.SD15_WIDTHS
     extras: dict = field(default_factory=dict)
 
@@ -64,6 +68,9 @@ class MotionModuleConfig:
             raise ValueError(f"beta_schedule must be 'linear' or 'scaled_linear', got {self.beta_schedule!r}")
         if self.image_layout not in ("given_only", "every_frame"):
             raise ValueError(f"image_layout must be 'given_only' or 'every_frame', got {self.image_layout!r}")
+        if self.temporal_text_dim is not None and not (self.temporal_conv and self.temporal_text_dim > 0):
+            raise ValueError("temporal_text_dim needs temporal_conv layers (the caption reaches them) and a positive "
+                             f"width, got temporal_conv={self.temporal_conv}, temporal_text_dim={self.temporal_text_dim}")
 
     def with_(self, **changes) -> MotionModuleConfig:
         return replace(self, **changes)
@@ -110,7 +117,7 @@ class MotionModule(nn.Module):
                     operations=operations,
                 )
             elif site.kind == layout.TEMPORAL_CONV and config.temporal_conv:
-                layer = TemporalConvLayer(site.channels, operations=operations)
+                layer = TemporalConvLayer(site.channels, operations=operations, text_dim=config.temporal_text_dim)
             else:
                 continue
             self._layer_list(site).append(layer)

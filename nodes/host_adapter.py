@@ -107,12 +107,15 @@ def temporal_layer_handler(layer, x, emb, context, transformer_options, *args, *
     """
     frames = frames_per_video(x.shape[0], transformer_options)
     strength = transformer_options.get(STRENGTH_KEY)
+    # a temporal convolution that reads the caption (temporal_text film) gets this call's cross-attention context:
+    # one row per frame, cond and uncond alike, so prompt travel and per-window conds reach it frame by frame
+    extra = {"context": context} if getattr(layer, "reads_text", False) else {}
     if not isinstance(strength, MotionStrength):
-        return layer(x, frames, attention=comfy_attention(transformer_options))
+        return layer(x, frames, attention=comfy_attention(transformer_options), **extra)
     indices, total = video_frames(frames, transformer_options)
     if strength.all_zero(indices, total):
         return x
-    y = layer(x, frames, attention=comfy_attention(transformer_options))
+    y = layer(x, frames, attention=comfy_attention(transformer_options), **extra)
     factor = strength.factor(indices, total, x.shape[0] // frames, tuple(x.shape[-2:]), x)
     return apply_strength(x, y, factor)
 

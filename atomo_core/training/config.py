@@ -133,6 +133,9 @@ class TrainConfig:
     zero_terminal_snr: bool = _key(True, "rescale the schedule so the last step is pure noise (needs v_prediction)")
     timestep_sampling: str = _key("uniform", "training timesteps: uniform | high_noise (t = (1 - u^3) T, as "
                                              "T2I-Adapter: more of the steps where layout and motion are decided)")
+    temporal_text: str = _key("film", "how the caption reaches the temporal layers: film (the temporal convolutions "
+                                      "also read it, our addition: the toy study's pick) | none (only through the "
+                                      "image layers' features, as the paper's layers)")
     data: DataConfig = _key(DataConfig, "the training videos")
     init: InitConfig = _key(InitConfig, "weights to start from")
     conditioning: ConditioningConfig = _key(ConditioningConfig, "given frames and condition dropout")
@@ -221,6 +224,7 @@ def problems(c: TrainConfig, require_paths: bool = True) -> list[str]:
     out += _one_of("prediction_type", c.prediction_type, ("v_prediction", "epsilon"))
     out += _one_of("beta_schedule", c.beta_schedule, ("scaled_linear", "linear"))
     out += _one_of("timestep_sampling", c.timestep_sampling, ("uniform", "high_noise"))
+    out += _one_of("temporal_text", c.temporal_text, ("film", "none"))
     out += _one_of("conditioning.image_layout", c.conditioning.image_layout, ("given_only", "every_frame"))
     out += _one_of("init.image_channels", c.init.image_channels, ("zero", "copy"))
     out += _one_of("init.temporal_out", c.init.temporal_out, ("zero", "small"))

@@ -164,7 +164,8 @@ def estimate(config: TrainConfig, device: str = "cuda") -> Estimate:
         vae = AutoencoderKL(**vae_config)
         text = CLIPTextModel(CLIPTextConfig(**text_config))
         base = BaseModel(unet, vae, text, tokenize, widths, config.base_model).freeze(dtype)
-        model = TemporalUNet(unet, motion_module_for(_without_init_files(config), widths))
+        model = TemporalUNet(unet, motion_module_for(_without_init_files(config), widths,
+                                                     unet_config.get("cross_attention_dim", 768)))
     tracker = StorageTracker(CUDA_BLOCK if device == "cuda" else 1)
     with FakeTensorMode(allow_non_fake_inputs=True):
         for part in (model, vae, text):

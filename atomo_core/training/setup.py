@@ -65,11 +65,13 @@ def lr_lambda(config: TrainConfig):
     return factor
 
 
-def motion_module_for(config: TrainConfig, widths: tuple[int, ...]):
-    """A fresh AtomoVideo module, started from ``init.motion_module`` or ``init.pia`` when given."""
+def motion_module_for(config: TrainConfig, widths: tuple[int, ...], text_dim: int = 768):
+    """A fresh AtomoVideo module, started from ``init.motion_module`` or ``init.pia`` when given. ``text_dim``: the
+    base's cross-attention width (the caption features ``temporal_text: film`` reads; SD-1.5's 768)."""
     source = config.init.motion_module or config.init.pia
     init_from = load_motion_module(source) if source else None
     module = new_atomovideo_module(
+        temporal_text_dim=text_dim if config.temporal_text == "film" else None,
         max_frames=config.module_frames(), prediction_type=config.prediction_type, beta_schedule=config.beta_schedule,
         zero_terminal_snr=config.zero_terminal_snr, init_from=init_from, widths=widths,
         name=os.path.basename(config.output_dir.rstrip("/")) or "atomovideo",
@@ -123,7 +125,7 @@ class Trainable:
 def build_trainable(config: TrainConfig, world: World, base: BaseModel) -> Trainable:
     """The motion module in the temporal UNet over ``base`` (frozen, on ``world.device``), AdamW, the learning-rate
     schedule, the objective and its generator: everything ``train_step`` needs besides the data."""
-    module = motion_module_for(config, base.widths)
+    module = motion_module_for(config, base.widths, base.unet.config.cross_attention_dim)
     ip = None
     if config.ip_adapter.file:
         from .ip_conditioning import build_ip_conditioner

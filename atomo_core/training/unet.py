@@ -68,6 +68,7 @@ class TemporalUNet(nn.Module):
         self.motion = module
         self.ip = ip  # an ``ip_conditioning.IPConditioner`` (its processors are already on the UNet), or None
         self.frames: int | None = None
+        self.context: torch.Tensor | None = None  # this call's caption features, for layers that read them
         self.checkpoint_layers = False  # gradient checkpointing of the temporal layers (``enable_checkpointing``)
         unet.requires_grad_(False)
         module.requires_grad_(True)
@@ -81,12 +82,15 @@ class TemporalUNet(nn.Module):
             self._hooks.append(target.register_forward_hook(self._hook(layer)))
 
     def _hook(self, layer):
+        reads_text = getattr(layer, "reads_text", False)  # a temporal convolution with the caption's FiLM
+
         def run(x: torch.Tensor) -> torch.Tensor:
+            extra = {"context": self.context} if reads_text else {}
             if self.checkpoint_layers and torch.is_grad_enabled() and self.training:
                 # diffusers checkpoints its blocks' insides; a hook on a whole attention block runs outside that
                 # checkpoint, so the temporal layer is recomputed in the backward pass on its own
-                return torch.utils.checkpoint.checkpoint(layer, x, self.frames, use_reentrant=False)
-            return layer(x, self.frames)
+                return torch.utils.checkpoint.checkpoint(layer, x, self.frames, use_reentrant=False, **extra)
+            return layer(x, self.frames, **extra)
 
         def hook(_module, _inputs, output):
             if self.frames is None:
@@ -162,4 +166,5 @@ class TemporalUNet(nn.Module):
                 raise ValueError("this model has an IP-Adapter: pass first_frames and with_image")
             self.ip.set_tokens(first_frames, with_image, frames)
         self.frames = frames  # kept after the call: gradient checkpointing re-runs the layers in backward
+        self.context = context
         return self.unet(x, timesteps, encoder_hidden_states=context, return_dict=False)[0]

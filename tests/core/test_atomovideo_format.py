@@ -141,3 +141,28 @@ def test_image_layout_is_recorded_and_files_without_it_load_as_given_only(tmp_pa
         detect_config(_file_tensors(module), {**meta, "image_layout": "sideways"}, "new.safetensors")
     no_conv_in = fmt.new_atomovideo_module(max_frames=8, conv_in=False, widths=(32, 32, 32, 32))
     assert "image_layout" not in fmt.metadata_for(no_conv_in)  # a text-only module has no image channels
+
+
+def test_temporal_text_is_recorded_and_files_without_it_load_as_the_papers_layers(tmp_path):
+    module = fmt.new_atomovideo_module(max_frames=8, widths=(32, 32, 32, 32), temporal_text_dim=24)
+    meta = fmt.metadata_for(module)
+    assert meta["temporal_text"] == "film"
+    torch.manual_seed(0)
+    for _site, layer in module.placements():
+        if getattr(layer, "reads_text", False):
+            torch.nn.init.normal_(layer.text_film.weight)
+    path = tmp_path / "film.safetensors"
+    fmt.save_atomovideo(module, str(path))
+    loaded = load_motion_module(str(path))
+    assert loaded.config.temporal_text_dim == 24  # read from the tensors' shape
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), module.state_dict().values(),
+                                                 strict=True))
+    plain = fmt.new_atomovideo_module(max_frames=8, widths=(32, 32, 32, 32))
+    assert "temporal_text" not in fmt.metadata_for(plain)  # files of the paper's layers stay as they were
+    assert detect_config(_file_tensors(plain), fmt.metadata_for(plain), "old.safetensors").temporal_text_dim is None
+    with pytest.raises(MotionModuleFormatError, match="says temporal_text 'none' but the file has text_film"):
+        detect_config(_file_tensors(module), {k: v for k, v in meta.items() if k != "temporal_text"}, "x.safetensors")
+    with pytest.raises(MotionModuleFormatError, match="says temporal_text 'film' but the file has no text_film"):
+        detect_config(_file_tensors(plain), {**fmt.metadata_for(plain), "temporal_text": "film"}, "y.safetensors")
+    with pytest.raises(MotionModuleFormatError, match="temporal_text must be one of none, film.*update"):
+        detect_config(_file_tensors(module), {**meta, "temporal_text": "cross_attention"}, "z.safetensors")

@@ -230,3 +230,48 @@ def test_the_frame_limit_advice_points_each_kind_of_module_the_right_way():
     image = frame_limit_advice(16, image_module=True)
     assert image.index("Predict Next Frames") < image.index("Context Windows (video frames)")
     assert "16 or fewer" in image
+
+
+def test_temporal_conv_reading_the_caption_starts_as_the_identity_and_then_follows_it():
+    """``text_dim``: FiLM of the caption's mean token feature on the normalised input (``temporal_text: film``)."""
+    layer = TemporalConvLayer(64, text_dim=48)
+    assert layer.reads_text and not TemporalConvLayer(64).reads_text
+    torch.manual_seed(5)
+    x = torch.randn(2 * 4, 64, 3, 3)
+    left, right = torch.randn(2 * 4, 7, 48), torch.randn(2 * 4, 7, 48)
+    assert torch.equal(layer(x, 4, context=left), x)  # zero-initialised: a fresh module changes nothing
+    torch.nn.init.normal_(layer.conv.weight, std=0.05)
+    torch.nn.init.normal_(layer.text_film.weight, std=0.05)
+    torch.nn.init.normal_(layer.text_film.bias, std=0.05)
+    out = layer(x, 4, context=left)
+    # Definition: x + conv1d over frames of (silu(groupnorm(x)) * (1 + scale) + shift), (scale, shift) a linear map
+    # of the mean over the caption's tokens, one pair per frame row.
+    scale, shift = layer.text_film(left.mean(dim=1)).chunk(2, dim=-1)
+    h = torch.nn.functional.silu(torch.nn.functional.group_norm(x, 32, layer.norm.weight, layer.norm.bias, 1e-6))
+    h = h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+    h = rearrange(h, "(b f) c y x -> (b y x) c f", f=4)
+    expected = rearrange(torch.nn.functional.conv1d(h, layer.conv.weight, layer.conv.bias, padding=1),
+                         "(b y x) c f -> (b f) c y x", y=3, x=3) + x
+    # the same float32 operations in the same order but for the conv's blocking: far below a real difference
+    assert_close_scaled(out, expected, FLOAT32_REORDERED, "caption FiLM vs its definition")
+    # another caption changes the output; ignoring the caption (a deliberate bug) would be far off
+    assert_far_off(layer(x, 4, context=right), out, FLOAT32_REORDERED, 100, "another caption")
+    plain = TemporalConvLayer(64)
+    plain.load_state_dict({k: v for k, v in layer.state_dict().items() if "text_film" not in k})
+    assert_far_off(plain(x, 4), out, FLOAT32_REORDERED, 100, "the caption ignored")
+    with pytest.raises(ValueError, match="reads the caption.*pass the UNet's cross-attention context"):
+        layer(x, 4)
+    with pytest.raises(ValueError, match="caption features for 2 frames, activations for 8"):
+        layer(x, 4, context=left[:2])
+
+
+def test_only_modules_with_temporal_convs_can_read_the_caption():
+    config = MotionModuleConfig(family="atomovideo", temporal_conv=True, temporal_text_dim=32,
+                                widths=(32, 32, 32, 32))
+    module = MotionModule(config)
+    convs = [layer for site, layer in module.placements() if site.kind == "temporal_conv"]
+    assert convs and all(c.reads_text and c.text_film.in_features == 32 for c in convs)
+    assert not any(getattr(layer, "reads_text", False) for site, layer in module.placements()
+                   if site.kind != "temporal_conv")
+    with pytest.raises(ValueError, match="temporal_text_dim needs temporal_conv layers"):
+        MotionModuleConfig(family="atomovideo", temporal_conv=False, temporal_text_dim=768)

@@ -2,7 +2,7 @@
 9-channel input) and ComfyUI with the exported file through Load Motion Module give the same prediction.
 
 Random real-size SD-1.5 weights shared by both sides, a random AtomoVideo module (temporal attention, temporal
-convolutions, image channels of conv_in), 16 frames, v-prediction on zero terminal SNR. Tolerance: the two sides
+convolutions with or without the caption's FiLM, image channels of conv_in), 16 frames, v-prediction on zero terminal SNR. Tolerance: the two sides
 compute the same maths with different kernels (ComfyUI's sub-quadratic attention on a CPU, diffusers' SDPA),
 ``tolerances.UNET_OTHER_KERNEL``.
 """
@@ -21,29 +21,34 @@ FRAMES = 16
 pytestmark = pytest.mark.usefixtures("free_models")  # unload every model after each test
 
 
-def _random_module(seed: int, image_layout: str = "every_frame"):
+def _random_module(seed: int, image_layout: str = "every_frame", temporal_text: str = "film"):
     from atomo_core.atomovideo_format import new_atomovideo_module
 
-    module = new_atomovideo_module(max_frames=24, name="trained.safetensors", image_layout=image_layout)
+    module = new_atomovideo_module(max_frames=24, name="trained.safetensors", image_layout=image_layout,
+                                   temporal_text_dim=768 if temporal_text == "film" else None)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in module.named_parameters():
             if name.endswith(("proj_out.weight", "conv.weight")):
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+            if name.endswith("text_film.weight"):  # a scale of about +-0.1 from the random captions
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
     return module
 
 
-@pytest.mark.parametrize("image_layout", ["every_frame", "given_only"])
-def test_trainer_model_and_nodes_agree(sd15, ours, tmp_path, image_layout):
-    """Both image layouts (the trainer's default ``every_frame``, and ``given_only`` of the first files): the nodes
-    build the trainer's conditioning from the file's header, and the two sides predict the same."""
+@pytest.mark.parametrize(("image_layout", "temporal_text"), [("every_frame", "film"), ("given_only", "none")])
+def test_trainer_model_and_nodes_agree(sd15, ours, tmp_path, image_layout, temporal_text):
+    """The trainer's defaults (image layout ``every_frame``, temporal convolutions that read the caption) and a file
+    as the first trainer wrote them (``given_only``, the paper's layers, neither in the header): the nodes build
+    the trainer's conditioning and layers from the file's header, and the two sides predict the same."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from atomo_core.atomovideo_format import save_atomovideo
     from atomo_core.training.unet import TemporalUNet
 
     unet2d, base = sd15
-    module = _random_module(seed=3, image_layout=image_layout)
+    module = _random_module(seed=3, image_layout=image_layout, temporal_text=temporal_text)
     trainer = TemporalUNet(unet2d, module)
     try:
         with torch.no_grad():
@@ -56,6 +61,8 @@ def test_trainer_model_and_nodes_agree(sd15, ours, tmp_path, image_layout):
         assert load_file(str(path))["conv_in.weight"].shape == (320, 9, 3, 3)
         if image_layout == "given_only":  # a file from before the field existed: it must load as given_only
             _drop_metadata(path, "image_layout")
+        with safe_open(str(path), "pt") as f:  # temporal_text is written only for film, so old files lack it
+            assert f.metadata().get("temporal_text") == ("film" if temporal_text == "film" else None)
         register_model_folder("motion_modules", path.parent)
 
         loader = ours("nodes.load_motion_module").AtomoLoadMotionModule
@@ -63,6 +70,7 @@ def test_trainer_model_and_nodes_agree(sd15, ours, tmp_path, image_layout):
         attachment = model.get_attachment("atomo_video")
         assert attachment.config.prediction_type == "v_prediction" and attachment.config.zero_terminal_snr
         assert attachment.config.image_layout == image_layout  # read back from the file's header
+        assert attachment.config.temporal_text_dim == (768 if temporal_text == "film" else None)
         model = model.clone()
         ours("nodes.conv_in").patch_conv_in(model, attachment.module)
 
@@ -88,6 +96,16 @@ def test_trainer_model_and_nodes_agree(sd15, ours, tmp_path, image_layout):
         error = relative_error(ours_trainer, call["output"])
         print(f"trainer vs nodes: max|diff| / rms = {error:.2e}")
         assert error < UNET_OTHER_KERNEL
+        if temporal_text == "film":  # the figure sees the caption's FiLM: without it the trainer is far off
+            films = [p for name, p in trainer.motion.named_parameters() if "text_film" in name]
+            saved = [p.detach().clone() for p in films]
+            with torch.no_grad():
+                for p in films:
+                    p.zero_()
+                no_film = trainer(call["input"], call["timestep"], call["context"], FRAMES)
+                for p, kept in zip(films, saved, strict=True):
+                    p.copy_(kept)
+            assert relative_error(no_film, call["output"]) > 100 * UNET_OTHER_KERNEL
         # The figure sees the temporal layers and the image channels: without them it is far off.
         trainer.remove()
         with torch.no_grad():

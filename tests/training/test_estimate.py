@@ -108,8 +108,14 @@ def test_full_size_sd15_in_bf16_and_the_report():
     config = load_config(None, ["frames=16", "resolution=512", "precision=bf16"], require_data=False)
     result = estimate(config, "cuda")
     # SD-1.5's UNet (859.5 M), VAE (83.7 M) and CLIP text encoder (123.1 M) frozen in bf16; the AtomoVideo module
-    # (temporal attention, temporal convolutions, image channels: 519.9 M) trained in fp32
-    assert result.frozen_params == 1_066_235_307 and result.trainable_params == 519_946_560
+    # (temporal attention, temporal convolutions, image channels: 519.9 M) trained in fp32, plus the caption's FiLM
+    # of temporal_text: film, the default: Linear(768, 2C) at each of the 22 temporal convolutions, whose channels C
+    # sum to 20160 (down 2x320 + 2x640 + 4x1280, middle 2x1280, up 6x1280 + 3x640 + 3x320): 2 x 20160 x 769 = 31.0 M
+    film = 2 * 20160 * (768 + 1)
+    assert result.frozen_params == 1_066_235_307 and result.trainable_params == 519_946_560 + film
+    none = estimate(load_config(None, ["frames=16", "resolution=512", "precision=bf16", "temporal_text=none"],
+                                require_data=False), "cuda")
+    assert none.trainable_params == 519_946_560  # the paper's layers
     assert result.frozen_weights_bytes == pytest.approx(2 * result.frozen_params, rel=1e-3)
     assert result.trainable_weights_bytes == pytest.approx(4 * result.trainable_params, rel=1e-3)
     assert 5e9 < result.activations_bytes < 3e10

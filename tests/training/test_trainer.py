@@ -16,7 +16,7 @@ import torch
 from tolerances import FLOAT32_REORDERED, assert_close_scaled
 
 from atomo_core.formats import load_motion_module
-from atomo_core.training.config import load_config
+from atomo_core.training.config import ConfigError, load_config
 from atomo_core.training.distributed import World
 from atomo_core.training.setup import build_run
 from atomo_core.training.trainer import micro_step, train
@@ -83,6 +83,7 @@ def test_a_run_trains_saves_exports_and_counts_bad_files(videos, tmp_path):
     module = load_motion_module(str(tmp_path / "run" / "motion_module.safetensors"))
     assert module.config.family == "atomovideo" and module.config.prediction_type == "v_prediction"
     assert module.config.widths == (32, 64, 64, 64) and module.conv_in_weight.shape == (32, 9, 3, 3)
+    assert module.config.temporal_text_dim == 32  # temporal_text: film (the default) reads the tiny base's captions
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "run" / "motion_module_step00000004.safetensors"), "pt") as f:
@@ -122,7 +123,22 @@ def test_loss_falls_on_a_fixed_batch_and_only_the_trainable_weights_move(videos,
     assert all(torch.equal(run.base.vae.state_dict()[k], v) for k, v in frozen_vae.items())
     moved = [k for k, v in run.model.trainable_state_dict().items() if not torch.equal(v, trainable_before[k])]
     assert "conv_in.image_weight" in moved and any(".temporal_convs." in k for k in moved)
+    assert any(".text_film." in k for k in moved)  # the caption's FiLM learns (temporal_text: film, the default)
     assert any("motion_modules" in k and "proj_out" in k for k in moved)
+
+
+def test_temporal_text_none_builds_the_papers_layers_and_film_reads_the_caption(videos, tmp_path):
+    from atomo_core.training.setup import motion_module_for
+
+    def reading(config):
+        module = motion_module_for(config, (32, 64, 64, 64), text_dim=32)
+        return [getattr(layer, "reads_text", False) for site, layer in module.placements()
+                if site.kind == "temporal_conv"]
+
+    assert all(reading(_config(videos, tmp_path / "film")))
+    assert not any(reading(_config(videos, tmp_path / "none", temporal_text="none")))
+    with pytest.raises(ConfigError, match=r"temporal_text must be film \| none, got 'cross'"):
+        _config(videos, tmp_path / "bad", temporal_text="cross").validate()
 
 
 def test_a_stopped_run_resumes_bit_identically(videos, tmp_path):
