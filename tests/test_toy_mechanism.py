@@ -81,25 +81,3 @@ def test_one_motion_batches_all_move_the_one_way():
     batch = next(budget.one_motion_batches(Config()))
     assert batch["pixels"].shape == (3, 6, 3, world.SIZE, world.SIZE)
     assert all(c.startswith("moves right fast ") for c in batch["caption"])
-
-
-def test_text_film_layer_starts_as_identity_and_then_follows_the_caption():
-    from experiments.toy_atomovideo import stage2
-
-    layer = stage2.TextFiLMConvLayer(32)
-    gen = torch.Generator().manual_seed(3)
-    x = torch.randn(2 * 3, 32, 4, 4, generator=gen)
-    captions = [torch.randn(2 * 3, 16, 32, generator=gen) for _ in range(2)]
-    stage2.TextFiLMConvLayer.context = captions[0]
-    try:
-        assert torch.equal(layer(x, 3), x)  # zero-initialised: the identity whatever the caption
-        with torch.no_grad():
-            layer.conv.weight.normal_(generator=gen)
-            plain = layer(x, 3)
-            layer.film.weight.normal_(generator=gen)
-            first = layer(x, 3)
-            stage2.TextFiLMConvLayer.context = captions[1]
-            second = layer(x, 3)
-        assert not torch.allclose(first, plain) and not torch.allclose(first, second)  # the caption now acts
-    finally:
-        stage2.TextFiLMConvLayer.context = None

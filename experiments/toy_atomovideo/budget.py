@@ -165,8 +165,8 @@ def markdown_lines(results: dict) -> list[str]:
                 f"{e['empty']['mean']:.2f} |" for t, e in d.items()]
         out += ["", "So the direction reaches the layers that must use it: a failure to use it is learning, not a wall "
                 "in the frozen base.", "",
-                f"**Does budget buy it?** The recipe trained {b['steps']} steps ({b['steps'] / b['study_steps']:g}x "
-                "the study's), the probe at the pure-noise step on 16 training-world and 16 held-out clips along the "
+                f"**Does budget buy it?** The paper's layers (the recipe until then) trained {b['steps']} steps "
+                f"({b['steps'] / b['study_steps']:g}x the first study's), the probe at the pure-noise step on 16 training-world and 16 held-out clips along the "
                 "way (one given frame):", "",
                 "| step | world: with image | copy given | direction right | along (opposite caption) | held out: "
                 "with image | copy given | direction right | along (opposite caption) |", "|---|---|---|---|---|---|---|---|---|"]
@@ -180,7 +180,7 @@ def markdown_lines(results: dict) -> list[str]:
         out.append("")
     if m:
         g = m["given_frames"]
-        out += ["**Can it move the shape at all?** The study's model, probed with 1, 2 and 3 true frames given (with "
+        out += ["**Can it move the shape at all?** The first study's model (the paper's layers, its budget), probed with 1, 2 and 3 true frames given (with "
                 "two or more the motion is in the given frames, no caption needed; `--mechanism`):", "",
                 "| given frames | with image | copy the last given | direction right | along (opposite caption) |",
                 "|---|---|---|---|---|"]
@@ -227,17 +227,40 @@ def markdown_lines(results: dict) -> list[str]:
         if "text_film" in m:
             t = m["text_film"]
             out += ["**Does a direct path for the caption change it?** The same recipe and budget with the caption as "
-                    "an input of the temporal convolutions themselves (`stage2.TextFiLMConvLayer`: per-channel scale "
-                    "and shift from the caption's features, a diagnostic, not AtomoVideo's layer; "
+                    "an input of the temporal convolutions themselves (`temporal_text: film`, `atomo_core`'s "
+                    "`TemporalConvLayer` with `text_dim`: per-channel scale and shift from the caption's mean token "
+                    "feature, zero-initialised; our addition, not AtomoVideo's layer; measured first as a diagnostic "
+                    "layer, which gives bit-identical figures from the same weights; "
                     f"{t['seconds'] / 60:.1f} min of training):", "",
                     "| probe at the pure-noise step | with image | copy given | direction right | along (opposite "
                     "caption) |", "|---|---|---|---|---|"]
             out += _probe_rows(t)
             out += ["", _sampled_line("Sampled held-out clips (lock on, the study's 16)", "along the caption",
                                       t["sampled"]), ""]
+    out += _text_film_budget_lines(results.get("budget_text_film"))
     if b and m:
-        study = results.get("models", {}).get("v_ztsnr", {}).get("image_to_video", {}).get("summary")
-        out += _conclusion(b, m, study)
+        out += _conclusion(b, m, results.get("budget_text_film"))
+    return out
+
+
+def _text_film_budget_lines(tb: dict | None) -> list[str]:
+    """The text-FiLM diagnostic along a longer run (``--budget STEPS --text-film``): the probe along the way and
+    held-out clips sampled at the end."""
+    if not tb:
+        return []
+    out = [f"**Does budget buy it with the direct path?** The same with `temporal_text: film` trained {tb['steps']} steps "
+           f"({tb['steps'] / tb['study_steps']:g}x the study's; `--budget {tb['steps']} --text-film`, "
+           f"{tb['seconds']['curve'] / 60:.0f} min with the probes), the probe at the pure-noise step along the way "
+           "(16 training-world and 16 held-out clips, one given frame):", "",
+           "| step | world: with image | direction right | along (opposite caption) | held out: with image | "
+           "copy given | direction right | along (opposite caption) |", "|---|---|---|---|---|---|---|---|"]
+    for step, figures in tb["curve"]:
+        w, h = figures["world"], figures["held_out"]
+        out.append(f"| {step} | {w['with_image']:.4f} | {w['direction_ok']:.2f} | {w['along']:.2f} "
+                   f"({w['opposite_along']:.2f}) | {h['with_image']:.4f} | {h['copy_given']:.4f} | "
+                   f"{h['direction_ok']:.2f} | {h['along']:.2f} ({h['opposite_along']:.2f}) |")
+    out += ["", _sampled_line(f"Sampled held-out clips at {tb['steps']} steps (lock on, the study's 16)",
+                              "along the caption", tb["final"]["sampled"]), ""]
     return out
 
 
@@ -258,9 +281,9 @@ def _sampled_line(what: str, along: str, q: dict) -> str:
             f"{q['truth_psnr']:.1f} dB (the given frame held still {q['hold_psnr']:.1f} dB).")
 
 
-def _conclusion(b: dict, m: dict, sampled: dict | None) -> list[str]:
-    """What the measurements above say together, from their figures (``sampled``: the study's own sampled held-out
-    figures, the recipe's, when the report has them)."""
+def _conclusion(b: dict, m: dict, tb: dict | None = None) -> list[str]:
+    """What the measurements above say together, from their figures (``tb``: the recipe's longer run,
+    ``--budget STEPS --text-film``, when measured)."""
     first = {step: f for step, f in b["curve"]}
     study = first.get(b["study_steps"], b["curve"][0][1])["world"]
     last = b["curve"][-1][1]["world"]
@@ -292,16 +315,19 @@ def _conclusion(b: dict, m: dict, sampled: dict | None) -> list[str]:
                      "budgets is to make the motion depend on a cue (the caption's words, or the motion of given "
                      "frames). That is the mechanism that fails, measured.")
     t = m.get("text_film")
-    if t:
-        lines[0] += (" With the caption as the temporal convolutions' own input (a diagnostic) the sampled held-out "
-                     f"clips move the caption's way in {t['sampled']['direction_accuracy']:.0%} at a median "
-                     f"{t['sampled']['median_along']:.2f} of the true speed"
-                     + (f" (the recipe: {sampled['direction_accuracy']:.0%} at {sampled['median_along']:.2f})"
-                        if sampled else "") + ", while the probe at the pure-noise step still moves the shape the caption's way in only "
-                     f"{t['probe_held_out']['direction_ok']:.0%} of held-out clips: a first sign, at one budget and "
-                     "16 clips, not a result. The next rung is that path: how the caption reaches the temporal "
-                     "layers (AtomoVideo's see it only through the image layers' features), measured with the probe "
-                     "at more budget before any change to the product's layers.")
+    if t and tb:
+        q, last = tb["final"]["sampled"], tb["curve"][-1][1]
+        lines[0] += (" With the caption as the temporal convolutions' own input (`temporal_text: film`) the same "
+                     f"budget gives a first sign (sampled held-out clips the caption's way in "
+                     f"{t['sampled']['direction_accuracy']:.0%} at a median {t['sampled']['median_along']:.2f} of the "
+                     f"true speed), and {tb['steps']} steps give the motion: the probe moves the shape the caption's "
+                     f"way in {last['world']['direction_ok']:.0%} of training-world and "
+                     f"{last['held_out']['direction_ok']:.0%} of held-out clips, the opposite caption the opposite way "
+                     f"({last['held_out']['opposite_along']:.2f}), and sampled held-out clips move the caption's way "
+                     f"in {q['direction_accuracy']:.0%} at a median {q['median_along']:.2f} of the true speed, where "
+                     f"the paper's layers' probe at the same {tb['steps']} steps stayed at chance. So the recipe now gives "
+                     "the temporal convolutions the caption (the trainer's default `temporal_text: film`), and the "
+                     "study below is trained with it.")
     return lines + [""]
 
 

@@ -250,8 +250,10 @@ def markdown(results: dict) -> str:
         f"`scaled_linear`, EMA {s['stage1_ema']}, 10 % empty captions. Why: at the first study's budget an epsilon "
         "base drew colour noise in ~29 % of samples; v-prediction on zero terminal SNR removes the pure-noise step's "
         "blow-up and the EMA the last steps' jitter, at no extra cost (the gates below).",
-        f"- **Stage 2, the recipe** (`run.RECIPE`, first picked from exploratory runs, then held against the "
-        "same-budget ablation table under \"Ablations\"): the "
+        "- **Stage 2, the recipe** (`run.RECIPE`, first picked from exploratory runs, then held against the "
+        "same-budget ablation table under \"Ablations\"" + (
+            "; the caption reaches the temporal convolutions directly, `temporal_text: film`, picked by the "
+            "bug-or-budget runs below" if r.get("temporal_text") == "film" else "") + "): the "
         "trainer's `build_trainable` and "
         f"`train_step` on the frozen base, {s['stage2_steps']} steps of {s['batch']} clips x {s['frames']} frames, "
         f"AdamW {r['learning_rate']:g}, {r['lr_schedule']} with warm-up, image layout `{r['image_layout']}`, conv_in "
@@ -383,10 +385,12 @@ def write(out: str, results: dict, strips: dict, cases, pairs, image_samples: to
 
 
 def load_extras(out: str, results: dict) -> None:
-    """Into ``results``: ``ablations.json``, ``base_gates_cfg.json`` and every ``base_gates_cfg_STEPS.json`` found in
-    ``out`` (written by ``--ablations`` and ``--base-gates [--stage1-steps]`` after or before the main run)."""
+    """Into ``results``: ``ablations.json``, ``base_gates_cfg.json``, every ``base_gates_cfg_STEPS.json``, and the
+    bug-or-budget files found in ``out`` (written by ``--ablations``, ``--base-gates [--stage1-steps]``, ``--budget
+    [--text-film]`` and ``--mechanism`` after or before the main run)."""
     for key, name in (("ablations", "ablations.json"), ("base_gates_cfg", "base_gates_cfg.json"),
-                      ("budget", "budget.json"), ("mechanism", "mechanism.json")):
+                      ("budget", "budget.json"), ("mechanism", "mechanism.json"),
+                      ("budget_text_film", "budget_text_film.json")):
         path = os.path.join(out, name)
         if os.path.isfile(path):
             with open(path) as f:

@@ -43,6 +43,12 @@ class Recipe:
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"
     loss_on_given: bool = False
+    temporal_text: str = "none"  # the paper's layers; "film": the temporal convolutions also read the caption
+
+    def key(self) -> dict:
+        """What the stage caches are named by: the fields, less ``temporal_text`` when it is the paper's ``none`` (runs
+        cached before the field existed were all ``none``)."""
+        return {k: v for k, v in asdict(self).items() if not (k == "temporal_text" and v == "none")}
 
     def label(self, reference: Recipe | None = None) -> str:
         """``"image_layout=every_frame, learning_rate=0.003"``: what differs from ``reference`` (all if None)."""
@@ -59,7 +65,7 @@ def stage2_config(recipe: Recipe, steps: int, frames: int, batch: int, seed: int
         resolution=world.SIZE, learning_rate=recipe.learning_rate, warmup_steps=max(1, steps // 20),
         lr_schedule=recipe.lr_schedule, max_grad_norm=1.0, seed=seed, precision="fp32", gradient_checkpointing=False,
         prediction_type=recipe.prediction_type, beta_schedule="scaled_linear", zero_terminal_snr=v,
-        timestep_sampling=recipe.timestep_sampling,
+        timestep_sampling=recipe.timestep_sampling, temporal_text=recipe.temporal_text,
         data=DataConfig(videos="(the toy world, rendered in memory)", workers=0),
         init=InitConfig(image_channels=recipe.image_channels, temporal_out=recipe.temporal_out),
         conditioning=ConditioningConfig(max_given=min(3, frames - 1), drop_text=0.1, drop_image=0.1, drop_both=0.05,
@@ -162,7 +168,7 @@ def attached(base: BaseModel, config: TrainConfig, state: dict | None):
     """The temporal UNet over ``base`` with ``state`` loaded (``None``: freshly initialised, the identity), in eval
     mode; taken off the base again on exit. Yields ``(model, alphas_cumprod, prediction_type)``."""
     torch.manual_seed(config.seed)
-    model = TemporalUNet(base.unet, motion_module_for(config, base.widths))
+    model = TemporalUNet(base.unet, motion_module_for(config, base.widths, base.unet.config.cross_attention_dim))
     if state is not None:
         model.load_trainable_state_dict(state)
     model.eval()
@@ -179,8 +185,9 @@ class SpatioTemporalConvLayer(TemporalConvLayer):
     act on each pixel alone, so moving a shape is left to the frozen image layers between them; with this reach
     a layer can shift features by a pixel per frame itself."""
 
-    def __init__(self, channels: int, kernel_size: int = 3, norm_groups: int = 32, operations=None):
-        super().__init__(channels, kernel_size, norm_groups, operations)
+    def __init__(self, channels: int, kernel_size: int = 3, norm_groups: int = 32, operations=None,
+                 text_dim: int | None = None):
+        super().__init__(channels, kernel_size, norm_groups, operations, text_dim)
         self.conv = nn.Conv3d(channels, channels, (kernel_size, 3, 3), padding=(kernel_size // 2, 1, 1))
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
@@ -203,48 +210,3 @@ def spatial_reach(on: bool = True):
         yield
     finally:
         motion_module.TemporalConvLayer = saved
-
-
-class TextFiLMConvLayer(TemporalConvLayer):
-    """A diagnostic, not AtomoVideo's layer: the temporal convolution with the caption as an input of its own. Its
-    normalised input is scaled and shifted per channel by the caption (FiLM of the mean of the caption's token
-    features, zero-initialised, so a fresh layer is still the identity). AtomoVideo's temporal layers see the caption
-    only through the image layers' features; this says whether a direct path lets them make the motion depend on
-    it. ``context``: the caption features of the current UNet call, set by ``text_into_temporal``."""
-
-    context: torch.Tensor | None = None
-
-    def __init__(self, channels: int, kernel_size: int = 3, norm_groups: int = 32, operations=None):
-        super().__init__(channels, kernel_size, norm_groups, operations)
-        from atomo_core.training.base import TINY_TEXT
-
-        self.film = nn.Linear(TINY_TEXT["hidden_size"], 2 * channels)
-        nn.init.zeros_(self.film.weight)
-        nn.init.zeros_(self.film.bias)
-
-    def forward(self, x: torch.Tensor, num_frames: int, attention=None) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        scale, shift = self.film(TextFiLMConvLayer.context.mean(dim=1).to(x)).chunk(2, dim=-1)
-        h = F.silu(self.norm(x)) * (1 + scale[..., None, None]) + shift[..., None, None]
-        h = self.conv(rearrange(h, "(b f) c h w -> (b h w) c f", f=num_frames))
-        return rearrange(h, "(b h w) c f -> (b f) c h w", h=height, w=width) + x
-
-
-@contextlib.contextmanager
-def text_into_temporal(base: BaseModel):
-    """While open, new AtomoVideo modules get ``TextFiLMConvLayer`` temporal convolutions, and every call of the
-    base's UNet hands them its caption features (train and evaluate a run inside it)."""
-    import atomo_core.motion_module as motion_module
-
-    def keep(_module, args, kwargs):
-        TextFiLMConvLayer.context = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
-
-    saved = motion_module.TemporalConvLayer
-    motion_module.TemporalConvLayer = TextFiLMConvLayer
-    handle = base.unet.register_forward_pre_hook(keep, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
-        motion_module.TemporalConvLayer = saved
-        TextFiLMConvLayer.context = None

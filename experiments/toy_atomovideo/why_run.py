@@ -12,13 +12,36 @@ from dataclasses import asdict
 import torch
 
 from . import budget, diagnose, evaluate, ladder, report, stage2
-from .run import RECIPE, Cache, Settings, _hash, _machine, _pure_noise, sampler_for, train_base, train_stage2
+from .run import (
+    PAPER_LAYERS,
+    RECIPE,
+    Cache,
+    Settings,
+    _hash,
+    _machine,
+    _pure_noise,
+    sampler_for,
+    train_base,
+    train_stage2,
+)
+
+DIAGNOSTIC_STEPS = 800  # the first study's stage-2 budget: the bug-or-budget runs were measured at it
 
 
-def run_budget(s: Settings, out: str, steps: int, log=print) -> dict:
+def _steps(s: Settings) -> int:
+    """The diagnostic runs' stage-2 budget (less in the reduced study)."""
+    return min(s.stage2_steps, DIAGNOSTIC_STEPS)
+
+
+def run_budget(s: Settings, out: str, steps: int, log=print, text_film: bool = False) -> dict:
     """Bug or budget for the motion words (``budget.py``): whether the caption's direction can be read linearly at the
-    temporal sites, and the recipe trained ``steps`` steps with the probe along the way. Writes ``budget.json``."""
+    temporal sites, and the recipe trained ``steps`` steps with the probe along the way. Writes ``budget.json``.
+    These are the paper's layers (``PAPER_LAYERS``). ``text_film``: instead, the recipe (its temporal convolutions read
+    the caption, ``temporal_text: film``) trained ``steps`` steps with the probe along the way and held-out clips
+    sampled at the end; writes ``budget_text_film.json``."""
     base, info = train_base(s, Cache(out), log)
+    if text_film:
+        return _text_film_budget(base, s, out, steps, log)
     t0 = time.perf_counter()
     log("reading the caption's direction at the temporal sites (linear classifiers)")
     decodable = budget.direction_decodable(base, s.frames, s.seed + 30)
@@ -26,16 +49,35 @@ def run_budget(s: Settings, out: str, steps: int, log=print) -> dict:
         log(f"{t}: caption best {entry['caption']['best']:.2f} mean {entry['caption']['mean']:.2f}; empty prompt "
             f"best {entry['empty']['best']:.2f} mean {entry['empty']['mean']:.2f}")
     decode_seconds = time.perf_counter() - t0
-    config = stage2.stage2_config(RECIPE, steps, s.frames, s.batch, s.seed, "(toy)")
+    config = stage2.stage2_config(PAPER_LAYERS, steps, s.frames, s.batch, s.seed, "(toy)")
     sampling = evaluate.Sampling(s.sampling_steps, s.cfg, s.image_cfg, s.cfg_rescale)
     cases = {"world": ladder.fixed_cases(s.probe_cases, s.frames, s.seed + 12, held_out=False),
              "held_out": ladder.fixed_cases(s.probe_cases, s.frames, s.seed + 11, held_out=True)}
     t0 = time.perf_counter()
     _, curve = budget.budget_curve(base, config, s, sampling, cases, log)
-    result = {"settings": asdict(s), "recipe": asdict(RECIPE), "steps": steps, "study_steps": s.stage2_steps,
+    result = {"settings": asdict(s), "recipe": asdict(PAPER_LAYERS), "steps": steps, "study_steps": _steps(s),
               "decodable": decodable, "curve": curve["points"], "held_out_loss": curve["losses"]["held_out"],
               "seconds": {"decodable": decode_seconds, "curve": time.perf_counter() - t0}, "machine": _machine()}
     with open(os.path.join(out, "budget.json"), "w") as f:
+        json.dump(report.jsonable(result), f, indent=1)
+    return result
+
+
+def _text_film_budget(base, s: Settings, out: str, steps: int, log) -> dict:
+    config = stage2.stage2_config(RECIPE, steps, s.frames, s.batch, s.seed, "(toy)")
+    sampling = evaluate.Sampling(s.sampling_steps, s.cfg, s.image_cfg, s.cfg_rescale)
+    world_cases = ladder.fixed_cases(s.probe_cases, s.frames, s.seed + 12, held_out=False)
+    held = ladder.fixed_cases(s.probe_cases, s.frames, s.seed + 11, held_out=True)
+    t0 = time.perf_counter()
+    state, curve = budget.budget_curve(base, config, s, sampling, {"world": world_cases, "held_out": held}, log)
+    seconds = time.perf_counter() - t0
+    final = _variant(base, config, {"state": state, "seconds": seconds}, s, world_cases, held,
+                     evaluate.held_out_cases(s.test_cases, s.frames, s.seed + 13))
+    log(f"text-FiLM at {steps} steps, sampled held-out clips: " + json.dumps(report.jsonable(final["sampled"])))
+    result = {"settings": asdict(s), "recipe": asdict(RECIPE), "steps": steps, "study_steps": _steps(s),
+              "curve": curve["points"], "held_out_loss": curve["losses"]["held_out"], "final": final,
+              "seconds": {"curve": seconds}, "machine": _machine()}
+    with open(os.path.join(out, "budget_text_film.json"), "w") as f:
         json.dump(report.jsonable(result), f, indent=1)
     return result
 
@@ -47,7 +89,7 @@ def run_mechanism(s: Settings, out: str, log=print) -> dict:
 
     cache = Cache(out)
     base, info = train_base(s, cache, log)
-    config, trained = train_stage2(base, _hash(info["losses"][-5:], s.seed), RECIPE, s, s.stage2_steps, cache,
+    config, trained = train_stage2(base, _hash(info["losses"][-5:], s.seed), PAPER_LAYERS, s, _steps(s), cache,
                                    "v_ztsnr", log)
     cases = ladder.fixed_cases(s.probe_cases, s.frames, s.seed + 12, held_out=False)
     with contextlib.ExitStack() as stack:
@@ -65,14 +107,14 @@ def run_mechanism(s: Settings, out: str, log=print) -> dict:
     held = ladder.fixed_cases(s.probe_cases, s.frames, s.seed + 11, held_out=True)
     test_cases = evaluate.held_out_cases(s.test_cases, s.frames, s.seed + 13)
     with stage2.spatial_reach():
-        reach_config, reach = train_stage2(base, _hash(info["losses"][-5:], s.seed), RECIPE, s, s.stage2_steps,
+        reach_config, reach = train_stage2(base, _hash(info["losses"][-5:], s.seed), PAPER_LAYERS, s, _steps(s),
                                            cache, "spatial-reach", log)
         spatial = _variant(base, reach_config, reach, s, cases, held, test_cases, given_frames=True)
     one_motion = _one_motion(base, info, s, cache, log)
-    with stage2.text_into_temporal(base):  # the caption as the temporal convolutions' own input (a diagnostic)
-        film_config, film = train_stage2(base, _hash(info["losses"][-5:], s.seed), RECIPE, s, s.stage2_steps, cache,
-                                         "text-film", log)
-        text_film = _variant(base, film_config, film, s, cases, held, test_cases)
+    # the caption as the temporal convolutions' own input (temporal_text: film, the recipe's layers) at this budget
+    film_config, film = train_stage2(base, _hash(info["losses"][-5:], s.seed), RECIPE, s, _steps(s), cache,
+                                     "text-film", log)
+    text_film = _variant(base, film_config, film, s, cases, held, test_cases)
     result = {"settings": asdict(s), "given_frames": given, "noise_leak": leak, "spatial_reach": spatial,
               "one_motion": one_motion, "text_film": text_film,
               "input_gain": budget.input_gain(base, cases, s.frames, s.seed + 23), "machine": _machine()}
@@ -86,12 +128,12 @@ def run_mechanism(s: Settings, out: str, log=print) -> dict:
 def _one_motion(base, info, s: Settings, cache: Cache, log) -> dict:
     """The recipe at the study's budget on clips that all move one way (``budget.one_motion_batches``): can the
     temporal layers displace a shape at all when no cue has to be read? Probed and sampled on clips of that motion."""
-    config = stage2.stage2_config(RECIPE, s.stage2_steps, s.frames, s.batch, s.seed, "(toy)")
-    key = _hash("one-motion", _hash(info["losses"][-5:], s.seed), asdict(RECIPE), s.stage2_steps, s.frames, s.batch,
+    config = stage2.stage2_config(PAPER_LAYERS, _steps(s), s.frames, s.batch, s.seed, "(toy)")
+    key = _hash("one-motion", _hash(info["losses"][-5:], s.seed), PAPER_LAYERS.key(), _steps(s), s.frames, s.batch,
                 s.seed, budget.ONE_MOTION)
 
     def make():
-        log(f"stage 2 (one motion, {' '.join(budget.ONE_MOTION)}): {s.stage2_steps} steps")
+        log(f"stage 2 (one motion, {' '.join(budget.ONE_MOTION)}): {_steps(s)} steps")
         t0 = time.perf_counter()
         state, losses = stage2.train_temporal(base, config, log=log, batches=budget.one_motion_batches(config))
         return {"state": state, "losses": losses, "seconds": time.perf_counter() - t0}
@@ -111,7 +153,7 @@ def _variant(base, config, trained: dict, s: Settings, world_cases, held, sample
              given_frames: bool = False) -> dict:
     """A diagnostic run's figures: the probe at the pure-noise step on ``world_cases`` and ``held`` (and with 1-3
     given frames), clips sampled from the first frames of ``sampled_cases``, and its training minutes. Call it inside
-    the run's own context (``stage2.spatial_reach``, ``text_into_temporal``) where it has one."""
+    the run's own context (``stage2.spatial_reach``) where it has one."""
     import contextlib
 
     with contextlib.ExitStack() as stack:
