@@ -6,15 +6,20 @@ import torch
 from ipadapter_weights import flat, image_proj_shapes, ip_layer_shapes, nested, random_weights
 
 
-def random_atomovideo(ours, seed: int = 0, max_frames: int = 24, name: str = "atomo.safetensors"):
-    """An AtomoVideo module whose temporal attention, temporal convolutions and extra conv_in channels are
-    random and non-zero (a freshly initialised one would be the identity)."""
-    module = ours("atomo_core.atomovideo_format").new_atomovideo_module(max_frames=max_frames, name=name)
+def random_atomovideo(ours, seed: int = 0, max_frames: int = 24, name: str = "atomo.safetensors",
+                      temporal_text: str = "film"):
+    """An AtomoVideo module whose temporal attention, temporal convolutions (reading the caption, as the trainer
+    makes them by default; ``temporal_text="none"``: the paper's layers) and extra conv_in channels are random and
+    non-zero (a freshly initialised one would be the identity)."""
+    module = ours("atomo_core.atomovideo_format").new_atomovideo_module(
+        max_frames=max_frames, name=name, temporal_text_dim=768 if temporal_text == "film" else None)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param_name, p in module.named_parameters():
             if param_name.endswith(("proj_out.weight", "conv.weight")):
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+            if param_name.endswith("text_film.weight"):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
         module.conv_in_weight.copy_(torch.randn(module.conv_in_weight.shape, generator=gen) * 0.05)
     return module
 
