@@ -141,8 +141,9 @@ def test_reduced_ladder_memorises_one_batch():
     ``python -m experiments.toy_atomovideo --export-base tests/data/toy_base.safetensors``), the temporal layers
     and image channels memorise two clips that share one caption (only the image tells them apart), with the chosen
     recipe. At the pure-noise step the probe with the image must beat copying the given frame and beat the probe
-    without the image by a wide margin. Observed: with the image 0.041, without 0.105 (2.5x), copying the given
-    frame 0.046, the mean frame 0.040 (a 600-step schedule probed on the way: 0.075 / 0.045 / 0.038 / 0.030 at
+    without the image by a wide margin. Observed with the recipe's caption-reading convolutions (temporal_text film):
+    with the image 0.039, without 0.106 (2.7x), copying the given frame 0.046, the mean frame 0.040 (with the paper's
+    layers it was 0.041 / 0.105 / 0.046; a 600-step schedule probed on the way: 0.075 / 0.045 / 0.038 / 0.030 at
     steps 100-400, so the margin grows with steps; 400 keeps the test near 2 minutes). Before training both are
     0.25, five times copying (the failing state this test must reject, checked below)."""
     from experiments.toy_atomovideo import diagnose, evaluate, ladder, stage2

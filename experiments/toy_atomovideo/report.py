@@ -222,7 +222,9 @@ def markdown(results: dict) -> str:
         f"{mach['cpu']} ({mach['threads']} threads, torch {mach['torch']}): the study's work took "
         f"{secs['total'] / 60:.1f} min (stage 1 {secs['stage1'] / 60:.1f}, memorise {secs['memorise'] / 60:.1f}, "
         f"stage 2 {secs['stage2_v_ztsnr'] / 60:.1f} + {secs['stage2_eps'] / 60:.1f}, evaluation "
-        f"{secs['evaluation'] / 60:.1f}); this invocation {secs['this_run'] / 60:.1f} min (cached stages reused). "
+        f"{secs['evaluation'] / 60:.1f}); this invocation {secs['this_run'] / 60:.1f} min"
+        + (" (nothing reused from the cache: every stage trained in it). " if secs["this_run"] >= 0.95 * secs["total"]
+           else " (cached stages reused). ") +
         "Every figure is in `results.json`, per case.",
         "",
         *[f"{note}\n" for note in results.get("notes", [])],
@@ -300,7 +302,11 @@ def markdown(results: dict) -> str:
                 f"Each row changes one thing from the recipe; all {a['steps']} stage-2 steps, the same seed and data "
                 f"(`python -m experiments.toy_atomovideo --ablations`); the probe at the pure-noise step on "
                 f"{a['settings']['ablation_cases']} held-out clips, then {a['settings']['ablation_cases']} sampled "
-                "held-out clips (lock on).", "",
+                "held-out clips (lock on)." + (
+                    " Measured against the recipe as it then was, with the paper's temporal layers (before "
+                    "`temporal_text: film`), and not re-run since: each choice here is held against that recipe."
+                    if a["recipe"].get("temporal_text", "none") != results["recipe"].get("temporal_text", "none")
+                    else ""), "",
                 _table(["variant", "base", "probe: with image", "copy given", "without image", "probe direction",
                         "sampled direction", "median speed along", "appearance kept", "warp error"], rows), ""]
         decisions = ablation_decisions(a)
