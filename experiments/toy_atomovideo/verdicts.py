@@ -24,8 +24,10 @@ def verdicts_list(results: dict) -> list[dict]:
         0.7 <= v_i2v["median_along"] <= 1.3,
         "figure": f"sampled held-out clips, lock on: direction right in {v_i2v['direction_accuracy']:.0%} (epsilon "
                   f"{e_i2v['direction_accuracy']:.0%}, untrained {u_i2v['direction_accuracy']:.0%}, truth "
-                  f"{t['direction_accuracy']:.0%}); median speed along the caption {v_i2v['median_along']:.2f} of the "
-                  "truth",
+                  f"{t['direction_accuracy']:.0%}; holding the given frame still 0 %, chance 25 %: "
+                  f"{100 * (v_i2v['direction_accuracy'] - 0.25):.0f} points above chance, "
+                  f"{100 * (v_i2v['direction_accuracy'] - u_i2v['direction_accuracy']):.0f} above the untrained layers); "
+                  f"median speed along the caption {v_i2v['median_along']:.2f} of the truth (holding still 0)",
         "criterion": "direction right in at least 75 % of clips (chance 25 %) and median speed along the caption "
                      "0.7-1.3 of the truth"})
     out.append({
@@ -43,7 +45,8 @@ def verdicts_list(results: dict) -> list[dict]:
         "property": "frame_prediction", "holds": fp["direction_accuracy"] >= 0.75,
         "figure": f"continuations of {results['settings']['given']} true frames keep the direction in "
                   f"{fp['direction_accuracy']:.0%} (epsilon {m['eps']['frame_prediction']['summary']['direction_accuracy']:.0%}, "
-                  f"untrained {m['untrained']['frame_prediction']['summary']['direction_accuracy']:.0%}); new frames "
+                  f"untrained {m['untrained']['frame_prediction']['summary']['direction_accuracy']:.0%}, holding the "
+                  "last given frame 0 %, chance 25 %); new frames "
                   f"{fp['new_psnr']:.1f} dB against the truth, holding the last given frame {fp['hold_last_psnr']:.1f} dB",
         "criterion": "direction kept in at least 75 % of continuations"})
     tc = m["v_ztsnr"]["text_control"]
@@ -51,7 +54,7 @@ def verdicts_list(results: dict) -> list[dict]:
         "property": "text_control", "holds": tc["opposite_ways"] >= 0.5,
         "figure": f"one image, opposite captions: they move opposite ways for {tc['opposite_ways']:.0%} of images "
                   f"(epsilon {m['eps']['text_control']['opposite_ways']:.0%}, untrained "
-                  f"{m['untrained']['text_control']['opposite_ways']:.0%})",
+                  f"{m['untrained']['text_control']['opposite_ways']:.0%}; holding the image still: 0 %)",
         "criterion": "at least half of the images"})
     ahead = [name for name, a, b in (("direction", v_i2v["direction_accuracy"], e_i2v["direction_accuracy"]),
                                      ("speed along the caption", v_i2v["along"], e_i2v["along"]),
