@@ -44,7 +44,13 @@ TOY_WIDTHS = (32, 32, 32, 32)
 # ~1/10 of what cross-attention sees at first and the tiny model took >1500 steps to read colour words at all
 # (measured: captions changed its predictions by 0.2 % of their error); see the report's base section
 TEXT_TOKENS = 16
-TOY_UNET = dict(TINY_UNET, sample_size=world.SIZE, block_out_channels=TOY_WIDTHS, attention_head_dim=2)
+# GroupNorm in groups of 4 channels (8 groups): SD-1.5 normalises 320-1280 channels in 32 groups (10-40 channels
+# each); its 32 groups at these widths would be one channel each, a per-channel instance norm. Measured at the same
+# 2000 steps: final loss 0.078 against 0.103, samples in the caption's colour 95 % against 48 %, noise-like 0 %
+# against 8 % (the report's base section)
+TOY_NORM_GROUPS = 8
+TOY_UNET = dict(TINY_UNET, sample_size=world.SIZE, block_out_channels=TOY_WIDTHS, attention_head_dim=2,
+                norm_num_groups=TOY_NORM_GROUPS)
 
 
 class LinearCodec(nn.Module):
