@@ -132,6 +132,51 @@ def test_the_base_gates_are_measured_at_each_guidance_scale(tmp_path):
     assert saved["by_cfg"]["1"] != saved["by_cfg"]["3"]
 
 
+def test_an_exported_base_loads_with_its_own_normalisation(tmp_path):
+    """Exported bases record their GroupNorm grouping (``--norm-groups``): the tensors' shapes are the same at any
+    grouping, so without it a base trained in groups of four would load silently and run as one channel per group.
+    A base made in 8 groups comes back in 8 and computes what it computed; loaded as 32 groups (the deliberate bug:
+    the field ignored) the same weights give other outputs. Files from before the field load as 32 groups."""
+    from safetensors.torch import save_file
+
+    from experiments.toy_atomovideo import toybase
+
+    source = toybase.make_base(0, norm_groups=8)
+    with torch.no_grad():
+        for p in source.unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # out of the zero-initialised state, so the grouping shows
+    weights = {k: v.contiguous() for k, v in source.unet.state_dict().items()}
+    save_file(weights, str(tmp_path / "g8.safetensors"), metadata={"norm_num_groups": "8"})
+    save_file(weights, str(tmp_path / "old.safetensors"), metadata={"seed": "0"})
+    x, t = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([500])
+    context = source.encode_text(["moves left fast a red disc on stripes"])
+
+    def output(base):
+        with torch.no_grad():
+            return base.unet(x, t, encoder_hidden_states=context).sample
+
+    loaded, old = run.load_base(str(tmp_path / "g8.safetensors")), run.load_base(str(tmp_path / "old.safetensors"))
+    assert loaded.unet.config.norm_num_groups == 8 and old.unet.config.norm_num_groups == 32
+    # same modules, same weights, same order of operations: equal to float32 rounding
+    assert torch.allclose(output(loaded), output(source), atol=1e-6)
+    assert (output(old) - output(source)).abs().max() > 1e-2
+
+
+def test_blur_keeps_the_colour_and_softens_the_edges():
+    """``gates.blurred`` (the base's drawing against a soft truth): a normalised kernel keeps a flat image and the
+    mean, softens a step; a tiny sigma is the identity. An unnormalised kernel (a deliberate bug) brightens a flat
+    image by its sum, far over the 1e-6 allowed (float32 rounding of a 5-tap sum)."""
+    from experiments.toy_atomovideo import gates
+
+    flat = torch.full((1, 3, 8, 8), 0.4)
+    assert torch.allclose(gates.blurred(flat, 1.0), flat, atol=1e-6)
+    step = torch.zeros(1, 3, 8, 8)
+    step[..., 4:] = 1.0
+    soft = gates.blurred(step, 1.0)
+    assert 0.1 < float(soft[0, 0, 0, 3]) < 0.5 < float(soft[0, 0, 0, 4]) < 0.9
+    assert torch.allclose(gates.blurred(step, 0.01), step, atol=1e-6)
+
+
 BASE = pathlib.Path(__file__).parent / "data" / "toy_base.safetensors"
 MEMORISE_STEPS = 400
 

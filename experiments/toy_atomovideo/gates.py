@@ -136,3 +136,14 @@ def sampled_statistics(images: torch.Tensor, cases: list[world.Case], truth: dic
 
 def _passes(value: float, op: str, threshold: float) -> bool:
     return value <= threshold if op == "<=" else value >= threshold
+
+
+def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``images`` ``[N, 3, H, W]`` under a separable Gaussian blur of ``sigma`` pixels (5 taps, edges replicated):
+    how much of the gates' figures a slightly soft drawing of the truth keeps."""
+    taps = torch.arange(-2, 3, dtype=images.dtype)
+    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
+    kernel = (kernel / kernel.sum()).view(1, 1, 1, 5).repeat(3, 1, 1, 1)
+    out = F.conv2d(F.pad(images, (2, 2, 0, 0), mode="replicate"), kernel, groups=3)
+    return F.conv2d(F.pad(out, (0, 0, 2, 2), mode="replicate"), kernel.transpose(2, 3), groups=3)
+

@@ -36,6 +36,7 @@ class Settings:
     stage1_batch: int = 32
     stage1_ema: float = 0.995
     stage1_prediction: str = "v_prediction"
+    stage1_norm_groups: int = 32  # GroupNorm's groups in the base (``toybase.make_base``)
     stage2_steps: int = 2400
     batch: int = 4
     frames: int = 6  # 3x as long (18) must fit a slow shape in the 16-pixel frame: 0.5 x 17 + 2 x 3.5 <= 16
@@ -108,11 +109,12 @@ class Cache:
 def train_base(s: Settings, cache: Cache, log=print, prediction: str | None = None):
     """The trained (EMA) toy base, and ``{"losses", "seconds"}``."""
     prediction = prediction or s.stage1_prediction
-    key = _hash("base", s.stage1_steps, s.stage1_batch, s.stage1_ema, prediction, s.seed, toybase.TOY_UNET,
+    key = _hash("base", s.stage1_steps, s.stage1_batch, s.stage1_ema, prediction, s.seed,
+                dict(toybase.TOY_UNET, norm_num_groups=s.stage1_norm_groups),
                 toybase.TEXT_TOKENS, world.TRAIL_FRAMES, world.TRAIL_OPACITY)
 
     def make():
-        base = toybase.make_base(s.seed)
+        base = toybase.make_base(s.seed, s.stage1_norm_groups)
         log(f"stage 1 ({prediction}): {s.stage1_steps} steps of {s.stage1_batch} frames")
         t0 = time.perf_counter()
         losses = toybase.train_image_model(base, s.stage1_steps, s.stage1_batch, seed=s.seed + 1,
@@ -120,7 +122,7 @@ def train_base(s: Settings, cache: Cache, log=print, prediction: str | None = No
         return {"unet": base.unet.state_dict(), "losses": losses, "seconds": time.perf_counter() - t0}
 
     saved = cache.get(f"base-{prediction}", key, make, log)
-    base = toybase.make_base(s.seed)
+    base = toybase.make_base(s.seed, s.stage1_norm_groups)
     base.unet.load_state_dict(saved["unet"])
     base.freeze()
     return base, {"losses": saved["losses"], "seconds": saved["seconds"], "prediction_type": prediction}
@@ -303,8 +305,25 @@ def base_gate_sweep(s: Settings, out: str, cfgs: list[float], log=print, name: s
         stats = gates.sampled_statistics(samples, cases, truth)
         rows[f"{cfg:g}"] = {name: stats[name] for name, _, _ in gates.GATES} | {"passes": stats["passes"]}
         log(f"cfg {cfg:g}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[f"{cfg:g}"].items() if k != "passes"))
+    # where the drawing is lost: the denoiser's one-step prediction from the true frame it can see (a frame with a
+    # trail, as stage 1 trained on), and the same true frames slightly blurred, on the same gate figures
+    gen = torch.Generator().manual_seed(s.seed + 6)
+    images = torch.stack([world.render_frame(c, int(torch.randint(1, world.STAGE1_CLIP, (1,), generator=gen)))
+                          for c in cases])
+    figures = ("colour_drawn", "shape_drawn", "trail_behind")
+
+    def judged(pictures):
+        stats = gates.sampled_statistics(pictures, cases, truth)
+        return {k: stats[k] for k in figures}
+
+    seen = {"truth": judged(images)}
+    seen |= {f"one-step t={t}": judged(toybase.one_step_images(base, images, [c.video_caption() for c in cases], t,
+                                                              s.seed + t, info["prediction_type"]))
+             for t in (5, 100, 300)}
+    seen |= {f"truth blurred {sigma:g} px": judged(gates.blurred(images, sigma)) for sigma in (0.6, 1.0)}
+    log("seen: " + "; ".join(f"{k}: " + ", ".join(f"{n} {v:.2f}" for n, v in row.items()) for k, row in seen.items()))
     result = {"settings": asdict(s), "criteria": {n: f"{op} {t:g}" for n, op, t in gates.GATES}, "by_cfg": rows,
-              "samples": len(cases), "machine": _machine()}
+              "seen": seen, "samples": len(cases), "machine": _machine()}
     with open(os.path.join(out, name), "w") as f:
         json.dump(report.jsonable(result), f, indent=1)
     return result
@@ -317,16 +336,21 @@ def export_base(s: Settings, out: str, path: str) -> None:
     base, info = train_base(s, Cache(out))
     metadata = {"stage1_steps": str(s.stage1_steps), "stage1_batch": str(s.stage1_batch),
                 "stage1_ema": str(s.stage1_ema), "prediction_type": info["prediction_type"], "seed": str(s.seed),
+                "norm_num_groups": str(s.stage1_norm_groups),
                 "final_loss": f"{sum(info['losses'][-20:]) / 20:.5f}", "made_by": "python -m experiments.toy_atomovideo "
                 f"--export-base (seed {s.seed})"}
     save_file({k: v.contiguous() for k, v in base.unet.state_dict().items()}, path, metadata=metadata)
 
 
 def load_base(path: str, seed: int = 0):
-    """A toy base (``toybase.make_base(seed)``: the same random text encoder) with the UNet of an exported file."""
+    """A toy base (``toybase.make_base(seed)``: the same random text encoder) with the UNet of an exported file,
+    normalised as it was trained (the file's ``norm_num_groups``)."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    base = toybase.make_base(seed)
+    with safe_open(path, "pt") as f:  # the tensors have the same shapes at any GroupNorm grouping: the header says
+        groups = int((f.metadata() or {}).get("norm_num_groups", "32"))  # files from before the field: 32
+    base = toybase.make_base(seed, groups)
     base.unet.load_state_dict(load_file(path))
     base.freeze()
     return base
@@ -366,10 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mechanism", action="store_true",
                         help="the probe with 1-3 given frames and the base's input gain per timestep (mechanism.json)")
     parser.add_argument("--seed", type=int, default=0, help="changes every random draw of the study")
+    parser.add_argument("--norm-groups", type=int, default=32, help="GroupNorm's groups in the stage-1 base (32, "
+                        "SD-1.5's, is one channel per group at the toy's width; the report compares 8)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"),
                         help="folder for report.md, the PNG figures, results.json and the cache")
     args = parser.parse_args(argv)
-    settings = replace(REDUCED if args.reduced else FULL, seed=args.seed)
+    settings = replace(REDUCED if args.reduced else FULL, seed=args.seed, stage1_norm_groups=args.norm_groups)
     if args.stage1_steps:
         if not args.base_gates:
             parser.error("--stage1-steps only goes with --base-gates (the study's own base is FULL.stage1_steps)")

@@ -44,13 +44,7 @@ TOY_WIDTHS = (32, 32, 32, 32)
 # ~1/10 of what cross-attention sees at first and the tiny model took >1500 steps to read colour words at all
 # (measured: captions changed its predictions by 0.2 % of their error); see the report's base section
 TEXT_TOKENS = 16
-# GroupNorm in groups of 4 channels (8 groups): SD-1.5 normalises 320-1280 channels in 32 groups (10-40 channels
-# each); its 32 groups at these widths would be one channel each, a per-channel instance norm. Measured at the same
-# 2000 steps: final loss 0.078 against 0.103, samples in the caption's colour 95 % against 48 %, noise-like 0 %
-# against 8 % (the report's base section)
-TOY_NORM_GROUPS = 8
-TOY_UNET = dict(TINY_UNET, sample_size=world.SIZE, block_out_channels=TOY_WIDTHS, attention_head_dim=2,
-                norm_num_groups=TOY_NORM_GROUPS)
+TOY_UNET = dict(TINY_UNET, sample_size=world.SIZE, block_out_channels=TOY_WIDTHS, attention_head_dim=2)
 
 
 class LinearCodec(nn.Module):
@@ -76,13 +70,15 @@ class LinearCodec(nn.Module):
         return SimpleNamespace(sample=x)
 
 
-def make_base(seed: int = 0) -> BaseModel:
-    """The untrained toy base (stage 1 trains its UNet)."""
+def make_base(seed: int = 0, norm_groups: int = 32) -> BaseModel:
+    """The untrained toy base (stage 1 trains its UNet). ``norm_groups``: GroupNorm's groups; SD-1.5's 32 (10-40
+    channels each at its widths) are one channel each at the toy's width 32, a per-channel instance norm; 8 (four
+    channels each) was measured against it (``--norm-groups 8``, the report's base section)."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**TOY_UNET)
+    unet = UNet2DConditionModel(**dict(TOY_UNET, norm_num_groups=norm_groups))
     text = CLIPTextModel(CLIPTextConfig(**TINY_TEXT))
     tokenize = _hash_tokenizer(TINY_TEXT["vocab_size"], TINY_TEXT["bos_token_id"], TINY_TEXT["eos_token_id"],
                                TEXT_TOKENS)
@@ -174,3 +170,18 @@ def sample_images(base: BaseModel, captions: list[str], steps: int = 20, cfg: fl
         a_prev = ab[int(schedule[i + 1])] if i + 1 < len(schedule) else torch.tensor(1.0)
         x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
     return ((base.decode(x) + 1) / 2).clamp(0, 1)
+
+
+@torch.no_grad()
+def one_step_images(base: BaseModel, images: torch.Tensor, captions: list[str], t: int, seed: int = 0,
+                    prediction_type: str = "epsilon") -> torch.Tensor:
+    """The image model's one-step clean prediction ``[N, 3, H, W]`` (0..1) from ``images`` (0..1) noised to step
+    ``t`` (no guidance): what the denoiser makes of a picture it can see, apart from any sampler."""
+    v = prediction_type == "v_prediction"
+    a = image_alphas_cumprod(zero_terminal_snr=v)[t]
+    x0 = base.encode_video(images * 2 - 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    out = base.unet(x_t, torch.full((len(images),), t), encoder_hidden_states=base.encode_text(captions)).sample
+    pred = x0_from_v(x_t, out, a) if v else x0_from_eps(x_t, out, a)
+    return ((base.decode(pred) + 1) / 2).clamp(0, 1)
+
