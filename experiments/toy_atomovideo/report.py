@@ -303,7 +303,8 @@ def markdown(results: dict) -> str:
         f"captions, {s['stage1_steps']} steps of {s['stage1_batch']}, {s['stage1_prediction']} on zero-terminal-SNR "
         f"`scaled_linear`, EMA {s['stage1_ema']}, 10 % empty captions. Why: at the first study's budget an epsilon "
         "base drew colour noise in ~29 % of samples; v-prediction on zero terminal SNR removes the pure-noise step's "
-        "blow-up and the EMA the last steps' jitter, at no extra cost (the gates below). See \"Another base\" below for a base normalised in groups of four channels.",
+        "blow-up and the EMA the last steps' jitter, at no extra cost (the gates below). \"Another base\" (below): "
+        "the same study on a base normalised in groups of four channels.",
         "- **Stage 2, the recipe** (`run.RECIPE`, first picked from exploratory runs, then held against the "
         "same-budget ablation table under \"Ablations\"" + (
             "; the caption reaches the temporal convolutions directly, `temporal_text: film`, picked by the "
@@ -372,8 +373,15 @@ def markdown(results: dict) -> str:
                 f"({d['why']})." for d in decisions]
         out += ["", ("No change passes: the recipe stands as the product's defaults." if len(kept) == len(decisions)
                      else "The changes marked above are the recipe's next candidates."), ""]
+        moving = max(row["sampled"]["direction_accuracy"] for row in a["table"].values())
+        if moving < 0.5:
+            out += [f"At {a['steps']} steps no row moves the caption's way (sampled direction at most {moving:.0%}, "
+                    "chance 25 %): the caption's motion needs more steps (the bug-or-budget runs), so this table judges "
+                    "the image path and appearance, not the motion.", ""]
         if a.get("not_run"):
-            out += [f"Not run at this budget: {'; '.join(a['not_run'])}. " + EXPLORATORY.split(". ", 1)[1], ""]
+            out += [f"Not in this table (`--ablations --only`): {'; '.join(a['not_run'])}; they were measured against "
+                    "the recipe with the paper's temporal layers in the earlier table (git history of "
+                    "`ablations.json`), and none replaced the recipe. " + EXPLORATORY.split(". ", 1)[1], ""]
     else:
         out += ["## Ablations (the choices the paper leaves open)", "", EXPLORATORY + " " + NOT_MEASURED, ""]
     out += ["## Image to video (held-out first frames)", "", "![image to video](image_to_video.png)", ""]
