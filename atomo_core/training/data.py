@@ -210,16 +210,24 @@ def _seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
+WORKER_START = "spawn"  # how DataLoader workers start; see make_loader
+
+
 def make_loader(dataset: VideoClipDataset, sampler, batch_size: int, workers: int = 0, seed: int = 0,
                 pin_memory: bool = False, prefetch_factor: int = 2,
-                multiprocessing_context=None) -> torch.utils.data.DataLoader:
+                multiprocessing_context=WORKER_START, timeout: float = 0) -> torch.utils.data.DataLoader:
     """A DataLoader of ``collate_clips`` batches; a ``ResumableSampler`` is iterated endlessly (epochs roll over).
 
     The batches do not depend on ``workers``: clips are chosen by hash and DataLoader keeps the sampler's order.
+    Workers start as fresh interpreters (``"spawn"``), not as ``fork`` copies of the training process: a fork copies
+    every lock another thread of the parent holds at that instant (FFmpeg's, OpenMP's, a logger's), and a worker
+    that needs one waits forever. A fork-started worker hung the test suite in CI once; spawn costs each persistent
+    worker an interpreter start (a few seconds, once per run). ``timeout`` (seconds, 0: none) makes a worker that
+    delivers nothing for that long an error instead of a silent wait.
     """
     keys = _Endless(sampler) if isinstance(sampler, ResumableSampler) else sampler
     extra = {"prefetch_factor": prefetch_factor, "persistent_workers": True,
-             "multiprocessing_context": multiprocessing_context} if workers > 0 else {}
+             "multiprocessing_context": multiprocessing_context, "timeout": timeout} if workers > 0 else {}
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=keys, num_workers=workers,
                                        collate_fn=collate_clips, pin_memory=pin_memory, worker_init_fn=_seed_worker,
                                        generator=torch.Generator().manual_seed(seed), **extra)

@@ -333,10 +333,14 @@ def test_loader_batches_do_not_depend_on_workers_and_resume(index):
                                            strict=True):
             assert (start, stride) == dataset.clip(i, epoch)
     assert plain[1]["epoch"].tolist() == [0, 1, 1] and plain[3]["epoch"].tolist() == [2, 2, 2]  # 4 per epoch
-    pooled = _batches(make_loader(dataset, ResumableSampler(len(dataset), seed=9), 3, workers=2, seed=9), 4)
+    # workers start as fresh interpreters (a forked worker once hung CI); a stuck one fails here within 120 s
+    # (a worker's start, torch's import included, takes a few seconds on this 2-core machine)
+    pooled_loader = make_loader(dataset, ResumableSampler(len(dataset), seed=9), 3, workers=2, seed=9, timeout=120)
+    assert pooled_loader.multiprocessing_context.get_start_method() == "spawn"
+    pooled = _batches(pooled_loader, 4)
     resumed_sampler = ResumableSampler(len(dataset), seed=9)
     resumed_sampler.load_state_dict(resumed_sampler.state_after(plain[1]))
-    resumed = _batches(make_loader(dataset, resumed_sampler, 3, workers=2, seed=9), 2)
+    resumed = _batches(make_loader(dataset, resumed_sampler, 3, workers=2, seed=9, timeout=120), 2)
     for a, b in zip(plain, pooled, strict=True):
         assert torch.equal(a["pixels"], b["pixels"]) and a["path"] == b["path"] and a["caption"] == b["caption"]
         assert all(torch.equal(a[k], b[k]) for k in ("start", "stride", "index", "epoch", "position"))
