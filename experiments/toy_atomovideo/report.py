@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from . import budget, gates, toybase, world
+from .report_base import _gate_sweep_lines, _other_base_lines, _rejudged_lines, _table
 from .verdicts import ablation_decisions, verdicts_list
 
 SCALE = 5  # a 16-pixel frame is drawn 80 pixels wide
@@ -126,29 +126,6 @@ def _resample(points: list[list[float]], steps: int) -> list[float]:
     return np.interp(np.arange(1, steps + 1), xs, ys).tolist()
 
 
-# ---------------------------------------------------------------------------------------------------- tables
-
-
-def _f(value, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        if math.isinf(value):
-            return "inf"
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_f(v) if not isinstance(v, str) else v for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _verdict(holds: bool, text: str) -> str:
     return f"- **{'holds' if holds else 'does not hold'}**: {text}"
 
@@ -185,78 +162,6 @@ EXPLORATORY = (
     "bug).")
 NOT_MEASURED = ("Not measured: timesteps weighted to high noise, a constant learning rate, and an epsilon-trained "
                 "base under the new world.")
-
-
-def _gate_sweep_lines(results: dict) -> list[str]:
-    """The gates at several guidance scales (``--base-gates``), if measured: is the captions' weak hold a setting?"""
-    sweep = results.get("base_gates_cfg")
-    if not sweep:
-        return []
-    names = [name for name, _, _ in gates.GATES]
-    rows = [[f"cfg {cfg}", *[row[n] for n in names], row["passes"]] for cfg, row in sweep["by_cfg"].items()]
-    best = {n: max(row[n] for row in sweep["by_cfg"].values()) for n in names if n not in ("noise_like", "saturation_gap")}
-    short = [n for n, op, threshold in gates.GATES if n in best and best[n] < threshold]
-    lines = ["The same gates at other guidance scales (`python -m experiments.toy_atomovideo --base-gates 1,3,6,9`, "
-             f"{sweep['samples']} samples each):", "",
-             _table(["guidance", *names, "passes"], rows), "",
-             "Guidance is not the lever: at its best scale " + ", ".join(
-                 f"{n.replace('_', ' ')} {best[n]:.0%}" for n in short) + " stay below their criteria." if short else
-             "At its best scale every drawing gate holds.", ""]
-    if "seen" in sweep:
-        seen = sweep["seen"]
-        lines += ["Where the drawing is lost: the same figures for the base's one-step clean prediction from the true "
-                  "frame noised to step t (it sees the picture; no sampler, no guidance), and for the true frames "
-                  "slightly blurred:", "",
-                  _table(["frames", *next(iter(seen.values()))], [[k, *row.values()] for k, row in seen.items()]), "",
-                  "A denoiser that draws the shape and trail when it sees them keeps the truth's figures at small t; "
-                  "one that loses them there rounds what it sees, as a blur of about a pixel does.", ""]
-    for steps, other in sorted(results.get("base_gates_steps", {}).items(), key=lambda item: int(item[0])):
-        for cfg, row in other["by_cfg"].items():
-            out_row = ", ".join(f"{n.replace('_', ' ')} {row[n]:.0%}" for n in names if n != "saturation_gap")
-            lines.append(f"A base trained {steps} steps instead of {results['settings']['stage1_steps']} "
-                         f"(`--base-gates {cfg} --stage1-steps {steps}`, {other['samples']} samples at cfg {cfg}): "
-                         f"{out_row}; {'passes' if row['passes'] else 'does not pass'} the gates.")
-    return lines + ([""] if results.get("base_gates_steps") else [])
-
-
-def _direction(verdict: dict | None) -> str:
-    """"88 %" from a motion verdict's figure ("... direction right in 88% ..."), "?" without one."""
-    found = re.search(r"direction right in (\d+)%", verdict["figure"]) if verdict else None
-    return f"{found.group(1)} %" if found else "?"
-
-
-def _other_base_lines(results: dict) -> list[str]:
-    """The whole study on a base normalised in groups of four channels (``base_norm_groups_8.json``), if run."""
-    other = results.get("base_norm_groups_8")
-    if not other:
-        return []
-    mine, theirs = results["base"]["samples"], other["base"]["samples"]
-    held = {v["property"]: v for v in results.get("verdicts", [])}
-    theirs_by = {v["property"]: v for v in other["verdicts"]}
-    rows = [[v["property"], held[v["property"]]["holds"] if v["property"] in held else None, v["holds"],
-             v["figure"][:140] + ("..." if len(v["figure"]) > 140 else "")] for v in other["verdicts"]]
-    return ["## Another base: GroupNorm in groups of four channels", "",
-            f"SD-1.5 normalises 320-1280 channels in 32 groups (10-40 channels each); at the toy's width 32 its 32 "
-            f"groups are one channel each, a per-channel instance norm. The whole study again with the base's GroupNorm "
-            f"in {other['settings']['stage1_norm_groups']} groups ({other['made_by']}; "
-            f"{other['seconds']['total'] / 60:.1f} min on {other['machine']['cpu']}, seed {other['settings']['seed']}, "
-            "every other setting the same):", "",
-            _table(["gate", "this study's base", "groups of four", "criterion"],
-                   [[n, mine[n], theirs[n], f"{op} {t:g}"] for n, op, t in gates.GATES]), "",
-            f"The base is better by its own measures (final stage-1 loss {other['base']['final_loss']:.3f}, this "
-            f"study's {sum(results['losses']['stage1'][-20:]) / 20:.3f}; stage-2 held-out loss "
-            f"{other['stage2_held_out_loss']['v_ztsnr']:.4f} against {results['losses']['v_ztsnr']['held_out'][-1][1]:.4f}"
-            ") and still fails " + ", ".join(n for n, ok in theirs["gates"].items() if not ok) + "; the video verdicts "
-            "at the same budget:", "",
-            _table(["property", "holds (this study)", "holds (groups of four)", "figure (groups of four)"], rows), "",
-            "Its ladder: " + "; ".join(f"{r['rung']} {'holds' if r['holds'] else 'fails'} ({r['figures']})"
-                                       for r in other["ladder"]) + ".", "",
-            f"{sum(v['holds'] for v in held.values())} of {len(held)} verdicts hold on this study's base, "
-            f"{sum(v['holds'] for v in other['verdicts'])} on the other; motion in the caption's direction "
-            f"{_direction(held.get('motion_direction'))} against {_direction(theirs_by.get('motion_direction'))} of "
-            "held-out clips. So the study keeps SD-1.5's 32 groups, though the better-fitting base memorises one batch "
-            "better (rung 1). That the motion verdicts move this much with the base says they are not yet robust: one "
-            "seed per base, one budget.", ""]
 
 
 def markdown(results: dict) -> str:
@@ -335,6 +240,7 @@ def markdown(results: dict) -> str:
         "at the temporal layers' sites (relative feature change, opposite direction / empty prompt): "
         + "; ".join(f"{k}: {v['opposite']:.1%} / {v['empty']:.1%}" for k, v in base["motion_words"].items()) + ".",
         "",
+        *_rejudged_lines(base),
         *_gate_sweep_lines(results),
         *_other_base_lines(results),
         "## The ladder",

@@ -106,12 +106,17 @@ class Cache:
         return value
 
 
+def base_key(s: Settings, prediction: str | None = None) -> str:
+    """The cache key of the stage-1 base ``s`` makes (its file: ``cache/base-PREDICTION-KEY.pt``)."""
+    return _hash("base", s.stage1_steps, s.stage1_batch, s.stage1_ema, prediction or s.stage1_prediction, s.seed,
+                 dict(toybase.TOY_UNET, norm_num_groups=s.stage1_norm_groups),
+                 toybase.TEXT_TOKENS, world.TRAIL_FRAMES, world.TRAIL_OPACITY)
+
+
 def train_base(s: Settings, cache: Cache, log=print, prediction: str | None = None):
     """The trained (EMA) toy base, and ``{"losses", "seconds"}``."""
     prediction = prediction or s.stage1_prediction
-    key = _hash("base", s.stage1_steps, s.stage1_batch, s.stage1_ema, prediction, s.seed,
-                dict(toybase.TOY_UNET, norm_num_groups=s.stage1_norm_groups),
-                toybase.TEXT_TOKENS, world.TRAIL_FRAMES, world.TRAIL_OPACITY)
+    key = base_key(s, prediction)
 
     def make():
         base = toybase.make_base(s.seed, s.stage1_norm_groups)
@@ -381,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
                                                               "gates sampled at each (base_gates_cfg.json)")
     parser.add_argument("--stage1-steps", type=int, help="with --base-gates: train (or reuse) a base of this many "
                                                         "steps instead (base_gates_cfg_STEPS.json)")
+    parser.add_argument("--rejudge-gates", action="store_true",
+                        help="judge the finished studies' base samples (results.json, base_norm_groups_8.json) again "
+                             "with the current gates.py: the same pictures from the cached bases, no training")
     parser.add_argument("--budget", type=int, metavar="STEPS",
                         help="bug or budget: the direction read linearly at the temporal sites, and the recipe trained "
                              "STEPS steps with the probe along the way (budget.json)")
@@ -405,6 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.base_gates:
         base_gate_sweep(settings, args.out, [float(c) for c in args.base_gates.split(",")],
                         name=f"base_gates_cfg_{args.stage1_steps}.json" if args.stage1_steps else "base_gates_cfg.json")
+    elif args.rejudge_gates:
+        from .why_run import rejudge_base_gates
+
+        rejudge_base_gates(args.out)
     elif args.mechanism:
         from .why_run import run_mechanism
 

@@ -20,6 +20,7 @@ from .run import (
     _hash,
     _machine,
     _pure_noise,
+    base_key,
     sampler_for,
     train_base,
     train_stage2,
@@ -167,3 +168,50 @@ def _variant(base, config, trained: dict, s: Settings, world_cases, held, sample
     out["sampled"] = {k: sampled[k] for k in SAMPLED}
     out["seconds"] = trained["seconds"]
     return out
+
+
+def rejudge_base_gates(out: str, names=("results.json", "base_norm_groups_8.json"), log=print) -> dict:
+    """A finished study's base gates judged again with the current ``gates.py``: the same base (from the cache; a
+    study whose base is not cached is left as it is), the same gate cases and sampling seed, hence the same pictures;
+    only the judging is new. Figures the change cannot touch (noise-like, colour drawn, saturation) must come back
+    equal, or the pictures were not the same and nothing is written. Each file keeps what it said before under
+    ``base.samples.judged_before`` / ``base.truth.judged_before``."""
+    from . import gates, toybase, world
+
+    done = {}
+    for name in names:
+        path = os.path.join(out, name)
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            results = json.load(f)
+        known = {k: tuple(v) if isinstance(v, list) else v for k, v in results["settings"].items()
+                 if k in Settings.__dataclass_fields__}
+        s = Settings(**known)
+        cache = Cache(out)
+        if not os.path.isfile(os.path.join(cache.dir, f"base-{s.stage1_prediction}-{base_key(s)}.pt")):
+            log(f"{name}: its base is not in the cache; left as it is")
+            continue
+        base, info = train_base(s, cache, log=lambda line: None)
+        truth = gates.truth_statistics(256, s.seed + 1)
+        cases = ladder.fixed_cases(s.gate_samples, world.STAGE1_CLIP, s.seed + 5, held_out=False)
+        samples = toybase.sample_images(base, [c.video_caption() for c in cases], cfg=3.0, seed=s.seed + 5,
+                                        prediction_type=info["prediction_type"])
+        judged = gates.sampled_statistics(samples, cases, truth)
+        before = results["base"]["samples"]
+        for key in ("noise_like", "colour_drawn", "saturation"):
+            if abs(judged[key] - before[key]) > 1e-6:
+                raise RuntimeError(f"{name}: {key} came back {judged[key]:.6f}, not {before[key]:.6f}: these are "
+                                   "not the study's pictures (another base or sampler); nothing written")
+        judged["judged_before"] = {k: before[k] for k in ("shape_drawn", "trail_behind", "passes")}
+        results["base"]["samples"] = judged
+        if "truth" in results["base"]:
+            truth["judged_before"] = {k: results["base"]["truth"][k] for k in ("shape_drawn", "trail_behind")}
+            results["base"]["truth"] = truth
+        with open(path, "w") as f:
+            json.dump(report.jsonable(results), f, indent=1)
+        done[name] = judged
+        log(f"{name}: shape drawn {before['shape_drawn']:.3f} -> {judged['shape_drawn']:.3f}, trail behind "
+            f"{before['trail_behind']:.3f} -> {judged['trail_behind']:.3f}; passes: {judged['passes']}")
+    return done
+
