@@ -363,7 +363,8 @@ def load_extras(out: str, results: dict) -> None:
     [--text-film]`` and ``--mechanism`` after or before the main run)."""
     for key, name in (("ablations", "ablations.json"), ("base_gates_cfg", "base_gates_cfg.json"),
                       ("budget", "budget.json"), ("mechanism", "mechanism.json"),
-                      ("budget_text_film", "budget_text_film.json"), ("base_norm_groups_8", "base_norm_groups_8.json")):
+                      ("budget_text_film", "budget_text_film.json"), ("base_norm_groups_8", "base_norm_groups_8.json"),
+                      ("world_try", "world_try.json")):
         path = os.path.join(out, name)
         if os.path.isfile(path):
             with open(path) as f:

@@ -74,7 +74,24 @@ def _gate_sweep_lines(results: dict) -> list[str]:
             lines.append(f"A base trained {steps} steps instead of {results['settings']['stage1_steps']} "
                          f"(`--base-gates {cfg} --stage1-steps {steps}`, {other['samples']} samples at cfg {cfg}): "
                          f"{out_row}; {'passes' if row['passes'] else 'does not pass'} the gates.")
-    return lines + ([""] if results.get("base_gates_steps") else [])
+    if results.get("base_gates_steps"):
+        lines.append("")
+    return lines + _world_try_lines(results.get("world_try"))
+
+
+def _world_try_lines(tried: dict | None) -> list[str]:
+    """``world_try.json``: the same base trained in a world of elongated shapes and a stronger trail."""
+    if not tried:
+        return []
+    g, truth = tried["samples"], tried["truth"]
+    figures = ", ".join(f"{n.replace('_', ' ')} {g[n]:.0%}" + (f" (truth {truth[n]:.0%})" if n in truth else "")
+                        for n in ("noise_like", "colour_drawn", "shape_drawn", "trail_behind"))
+    return [f"Another world, to ask whether the shapes are too alike to learn apart (`{tried['made_by']}`, the same "
+            f"stage-1 settings and seed; {tried['stage1_seconds'] / 60:.0f} min of training): training shapes {', '.join(tried['shapes'])} (a bar and a column differ in "
+            f"most of their pixels; the world's square and disc in about five), trails at opacity "
+            f"{tried['trail_opacity']:g}. Its base, 64 samples at cfg 3: {figures}; "
+            f"{'passes' if g['passes'] else 'does not pass'} the gates. So the blob is not the world's shapes being "
+            "too alike: the base draws a blob in the caption's colour whatever the shape word, as it does here.", ""]
 
 
 def _direction(verdict: dict | None) -> str:
