@@ -21,6 +21,7 @@ An image model made from a caption is judged on what the world lets us check exa
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -125,8 +126,9 @@ def summary(images: torch.Tensor, cases: list[world.Case], data_saturation: floa
 
 
 def truth_statistics(count: int, seed: int) -> dict:
-    """Rendered frames as stage 1 sees them: their gate figures, and the noise threshold (TV's 99.9th percentile
-    + 20 %)."""
+    """Rendered frames as stage 1 sees them: their gate figures, the noise threshold (TV's 99.9th percentile
+    + 20 %), and ``other_shape_drawn``: how often the same frames drawn with another training shape pass the shape
+    gate for the caption's (the gate's false passes)."""
     gen = torch.Generator().manual_seed(seed)
     cases = [world.random_case(gen, world.STAGE1_CLIP) for _ in range(count)]
     frames = [int(torch.randint(1, world.STAGE1_CLIP, (1,), generator=gen)) for _ in range(count)]
@@ -135,6 +137,11 @@ def truth_statistics(count: int, seed: int) -> dict:
     tvs = sorted(truth.pop("_tv"))
     truth["noise_threshold"] = 1.2 * tvs[min(len(tvs) - 1, math.ceil(0.999 * len(tvs)) - 1)]
     truth["trail_behind"] = _trail_fraction(images, cases)
+    # the shape gate's false passes: the same frames drawn with the next training shape, judged for the caption's
+    others = [replace(c, shape=world.TRAIN_SHAPES[(world.TRAIN_SHAPES.index(c.shape) + 1) % len(world.TRAIN_SHAPES)])
+              for c in cases]
+    truth["other_shape_drawn"] = sum(float(image_figures(world.render_frame(o, f), c)["shape_drawn"])
+                                     for o, c, f in zip(others, cases, frames, strict=True)) / count
     return truth
 
 

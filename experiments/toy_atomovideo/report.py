@@ -12,7 +12,14 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from . import budget, gates, toybase, world
-from .report_base import _gate_sweep_lines, _other_base_lines, _rejudged_lines, _table
+from .report_base import (
+    _gate_sweep_lines,
+    _other_base_lines,
+    _other_seed_lines,
+    _rejudged_lines,
+    _table,
+    _world_try_lines,
+)
 from .verdicts import ablation_decisions, verdicts_list
 
 SCALE = 5  # a 16-pixel frame is drawn 80 pixels wide
@@ -242,7 +249,9 @@ def markdown(results: dict) -> str:
         "",
         *_rejudged_lines(base),
         *_gate_sweep_lines(results),
+        *_world_try_lines(results),
         *_other_base_lines(results),
+        *_other_seed_lines(results),
         "## The ladder",
         "",
         *_rung_lines(results), "",
@@ -374,6 +383,9 @@ def load_extras(out: str, results: dict) -> None:
         if name.startswith("base_gates_cfg_") and name.endswith(".json") and steps.isdigit():
             with open(os.path.join(out, name)) as f:
                 results.setdefault("base_gates_steps", {})[steps] = json.load(f)
+        if name.startswith("seed_") and name.endswith(".json") and name[5:-5].isdigit():
+            with open(os.path.join(out, name)) as f:
+                results.setdefault("other_seeds", {})[name[5:-5]] = json.load(f)
 
 
 def rewrite(out: str) -> dict:

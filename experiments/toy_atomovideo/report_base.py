@@ -31,17 +31,20 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def _rejudged_lines(base: dict) -> list[str]:
     """What the gates said of these samples before they were judged again (``--rejudge-gates``)."""
-    before, truth = base["samples"].get("judged_before"), base["truth"].get("judged_before")
+    before, truth = base["samples"].get("judged_before"), base["truth"]
     if not before:
         return []
-    line = (f"These samples were judged again (`--rejudge-gates`, the same pictures) when the shape gate changed from "
-            f"a distance-weighted IoU to a correlation with each shape's coverage, which finds the shape of rendered "
-            f"frames far more often (the truth above: {base['truth']['shape_drawn']:.0%}")
-    if truth:
-        line += f"; the old gate: {truth['shape_drawn']:.0%}"
-    line += (f") and gives a frame drawn with another shape 3 % (`tests/test_toy_experiment.py`). The old gate gave "
-             f"these samples shape drawn {before['shape_drawn']:.0%} and trail behind {before['trail_behind']:.0%}: "
-             "a blob in the caption's colour had earned some of both.")
+    line = ("These samples were judged again (`--rejudge-gates`, the same pictures) when the gates changed: the "
+            "figure's weight map became a projection onto the line from the background's colour to the figure's (the "
+            "shapes' darker stripes had fallen into holes of a distance map), which moves the trail figure too, and "
+            "the shape gate a correlation with each shape's pixel coverage instead of an IoU. The truth now passes "
+            f"the shape gate in {truth['shape_drawn']:.0%}")
+    if truth.get("judged_before"):
+        line += f" (before: {truth['judged_before']['shape_drawn']:.0%})"
+    if "other_shape_drawn" in truth:
+        line += f"; the same frames drawn with another shape pass it in {truth['other_shape_drawn']:.0%}"
+    line += (f". The old gates gave these samples shape drawn {before['shape_drawn']:.0%} and trail behind "
+             f"{before['trail_behind']:.0%}.")
     return [line, ""]
 
 
@@ -74,24 +77,28 @@ def _gate_sweep_lines(results: dict) -> list[str]:
             lines.append(f"A base trained {steps} steps instead of {results['settings']['stage1_steps']} "
                          f"(`--base-gates {cfg} --stage1-steps {steps}`, {other['samples']} samples at cfg {cfg}): "
                          f"{out_row}; {'passes' if row['passes'] else 'does not pass'} the gates.")
-    if results.get("base_gates_steps"):
-        lines.append("")
-    return lines + _world_try_lines(results.get("world_try"))
+    return lines + ([""] if results.get("base_gates_steps") else [])
 
 
-def _world_try_lines(tried: dict | None) -> list[str]:
+def _world_try_lines(results: dict) -> list[str]:
     """``world_try.json``: the same base trained in a world of elongated shapes and a stronger trail."""
+    tried = results.get("world_try")
     if not tried:
         return []
     g, truth = tried["samples"], tried["truth"]
     figures = ", ".join(f"{n.replace('_', ' ')} {g[n]:.0%}" + (f" (truth {truth[n]:.0%})" if n in truth else "")
                         for n in ("noise_like", "colour_drawn", "shape_drawn", "trail_behind"))
+    minutes = f"; {tried['stage1_seconds'] / 60:.0f} min of training" if tried.get("stage1_seconds") else ""
+    apart = ", ".join(f"{pair} {pixels:.1f}" for pair, pixels in tried.get("pixels_apart", {}).items())
+    threshold = dict((name, t) for name, _, t in gates.GATES)["shape_drawn"]
+    verdict = ("So the blob is not the world's shapes being too alike: the base draws a blob in the caption's "
+               "colour whatever the shape word, here as in the study's world." if g["shape_drawn"] < threshold else
+               "Here the base draws the caption's shape: the study's world's shapes were too alike to learn apart.")
     return [f"Another world, to ask whether the shapes are too alike to learn apart (`{tried['made_by']}`, the same "
-            f"stage-1 settings and seed; {tried['stage1_seconds'] / 60:.0f} min of training): training shapes {', '.join(tried['shapes'])} (a bar and a column differ in "
-            f"most of their pixels; the world's square and disc in about five), trails at opacity "
-            f"{tried['trail_opacity']:g}. Its base, 64 samples at cfg 3: {figures}; "
-            f"{'passes' if g['passes'] else 'does not pass'} the gates. So the blob is not the world's shapes being "
-            "too alike: the base draws a blob in the caption's colour whatever the shape word, as it does here.", ""]
+            f"stage-1 settings and seed{minutes}): training shapes {', '.join(tried['shapes'])}, trails at opacity "
+            f"{tried['trail_opacity']:g}" + (f"; pixels that differ between two shapes at the same place: {apart}"
+                                            if apart else "") + f". Its base, {g['count']} samples at cfg 3: "
+            f"{figures}; {'passes' if g['passes'] else 'does not pass'} the gates. " + verdict, ""]
 
 
 def _direction(verdict: dict | None) -> str:
@@ -132,3 +139,32 @@ def _other_base_lines(results: dict) -> list[str]:
             "held-out clips. So the study keeps SD-1.5's 32 groups, though the better-fitting base memorises one batch "
             "better (rung 1). That the motion verdicts move this much with the base says they are not yet robust: one "
             "seed per base, one budget.", ""]
+
+
+def _other_seed_lines(results: dict) -> list[str]:
+    """The whole study again with another seed (``seed_N.json``, every random draw different), if run."""
+    lines = []
+    for _, other in sorted(results.get("other_seeds", {}).items(), key=lambda item: int(item[0])):
+        held = {v["property"]: v for v in results.get("verdicts", [])}
+        rows = [[v["property"], held[v["property"]]["holds"] if v["property"] in held else None, v["holds"],
+                 v["figure"][:150] + ("..." if len(v["figure"]) > 150 else "")] for v in other["verdicts"]]
+        seed = other["settings"]["seed"]
+        mine, theirs = results["base"]["samples"], other["base"]["samples"]
+        lines += [f"## Another seed: {seed}", "",
+                  f"The same study with `--seed {seed}`, which changes every random draw (the base's weights and data, "
+                  f"the clips, the noise, the test cases) and nothing else ({other['made_by']}; "
+                  f"{other['seconds']['total'] / 60:.1f} min on {other['machine']['cpu']}):", "",
+                  _table(["property", f"holds (seed {results['settings']['seed']})", f"holds (seed {seed})",
+                          f"figure (seed {seed})"], rows), "",
+                  f"{sum(v['holds'] for v in held.values())} of {len(held)} verdicts hold with seed "
+                  f"{results['settings']['seed']}, {sum(v['holds'] for v in other['verdicts'])} with seed {seed}; "
+                  f"motion in the caption's direction {_direction(held.get('motion_direction'))} against "
+                  f"{_direction({v['property']: v for v in other['verdicts']}.get('motion_direction'))} of held-out "
+                  "clips.", "",
+                  "Its base: " + ", ".join(f"{n.replace('_', ' ')} {theirs[n]:.2f} (seed {results['settings']['seed']}: "
+                                           f"{mine[n]:.2f})" for n, _, _ in gates.GATES) + f"; final stage-1 loss "
+                  f"{other['base']['final_loss']:.3f}; stage-2 held-out loss "
+                  f"{other['stage2_held_out_loss']['v_ztsnr']:.4f}.", "",
+                  "Its ladder: " + "; ".join(f"{r['rung']} {'holds' if r['holds'] else 'fails'} ({r['figures']})"
+                                             for r in other["ladder"]) + ".", ""]
+    return lines

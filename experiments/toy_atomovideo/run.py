@@ -106,7 +106,7 @@ class Cache:
         return value
 
 
-def base_key(s: Settings, prediction: str | None = None) -> str:
+def base_cache_key(s: Settings, prediction: str | None = None) -> str:
     """The cache key of the stage-1 base ``s`` makes (its file: ``cache/base-PREDICTION-KEY.pt``)."""
     return _hash("base", s.stage1_steps, s.stage1_batch, s.stage1_ema, prediction or s.stage1_prediction, s.seed,
                  dict(toybase.TOY_UNET, norm_num_groups=s.stage1_norm_groups),
@@ -116,7 +116,7 @@ def base_key(s: Settings, prediction: str | None = None) -> str:
 def train_base(s: Settings, cache: Cache, log=print, prediction: str | None = None):
     """The trained (EMA) toy base, and ``{"losses", "seconds"}``."""
     prediction = prediction or s.stage1_prediction
-    key = base_key(s, prediction)
+    key = base_cache_key(s, prediction)
 
     def make():
         base = toybase.make_base(s.seed, s.stage1_norm_groups)
@@ -389,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rejudge-gates", action="store_true",
                         help="judge the finished studies' base samples (results.json, base_norm_groups_8.json) again "
                              "with the current gates.py: the same pictures from the cached bases, no training")
+    parser.add_argument("--keep-seed", metavar="RESULTS_JSON",
+                        help="summarise another seed's finished study (its results.json) as seed_N.json in --out, "
+                             "where the report sets it beside this study's")
+    parser.add_argument("--made-by", default="", help="with --keep-seed: how that study was made (command, commit)")
     parser.add_argument("--budget", type=int, metavar="STEPS",
                         help="bug or budget: the direction read linearly at the temporal sites, and the recipe trained "
                              "STEPS steps with the probe along the way (budget.json)")
@@ -413,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.base_gates:
         base_gate_sweep(settings, args.out, [float(c) for c in args.base_gates.split(",")],
                         name=f"base_gates_cfg_{args.stage1_steps}.json" if args.stage1_steps else "base_gates_cfg.json")
+    elif args.keep_seed:
+        from .why_run import keep_seed
+
+        keep_seed(args.keep_seed, args.out, args.made_by)
     elif args.rejudge_gates:
         from .why_run import rejudge_base_gates
 

@@ -4,6 +4,7 @@ reads them). Stages are cached as the main run's are."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -20,7 +21,7 @@ from .run import (
     _hash,
     _machine,
     _pure_noise,
-    base_key,
+    base_cache_key,
     sampler_for,
     train_base,
     train_stage2,
@@ -189,7 +190,7 @@ def rejudge_base_gates(out: str, names=("results.json", "base_norm_groups_8.json
                  if k in Settings.__dataclass_fields__}
         s = Settings(**known)
         cache = Cache(out)
-        if not os.path.isfile(os.path.join(cache.dir, f"base-{s.stage1_prediction}-{base_key(s)}.pt")):
+        if not os.path.isfile(os.path.join(cache.dir, f"base-{s.stage1_prediction}-{base_cache_key(s)}.pt")):
             log(f"{name}: its base is not in the cache; left as it is")
             continue
         base, info = train_base(s, cache, log=lambda line: None)
@@ -203,10 +204,14 @@ def rejudge_base_gates(out: str, names=("results.json", "base_norm_groups_8.json
             if abs(judged[key] - before[key]) > 1e-6:
                 raise RuntimeError(f"{name}: {key} came back {judged[key]:.6f}, not {before[key]:.6f}: these are "
                                    "not the study's pictures (another base or sampler); nothing written")
-        judged["judged_before"] = {k: before[k] for k in ("shape_drawn", "trail_behind", "passes")}
+        # the first judging's figures stay "before" (judged again twice, the second must not call the first "old")
+        judged["judged_before"] = before.get("judged_before") or {k: before[k] for k in ("shape_drawn",
+                                                                                           "trail_behind", "passes")}
         results["base"]["samples"] = judged
         if "truth" in results["base"]:
-            truth["judged_before"] = {k: results["base"]["truth"][k] for k in ("shape_drawn", "trail_behind")}
+            old_truth = results["base"]["truth"]
+            truth["judged_before"] = old_truth.get("judged_before") or {k: old_truth[k] for k in ("shape_drawn",
+                                                                                                  "trail_behind")}
             results["base"]["truth"] = truth
         with open(path, "w") as f:
             json.dump(report.jsonable(results), f, indent=1)
@@ -215,3 +220,32 @@ def rejudge_base_gates(out: str, names=("results.json", "base_norm_groups_8.json
             f"{before['trail_behind']:.3f} -> {judged['trail_behind']:.3f}; passes: {judged['passes']}")
     return done
 
+
+def run_summary(results: dict, made_by: str) -> dict:
+    """What the report compares of another whole run (another seed, another base): its settings, machine, minutes,
+    base gates, stage-2 held-out losses, ladder and verdicts, from that run's ``results.json``."""
+    results = copy.deepcopy(results)  # the summary is its own: editing it leaves the run's results as they were
+    return {"made_by": made_by, "settings": results["settings"], "recipe": results["recipe"],
+            "machine": results["machine"], "seconds": results["seconds"],
+            "base": {"final_loss": sum(results["losses"]["stage1"][-20:]) / 20, "samples": results["base"]["samples"],
+                     "motion_words": results["base"]["motion_words"]},
+            "stage2_held_out_loss": {name: results["losses"][name]["held_out"][-1][1] for name in ("v_ztsnr", "eps")},
+            "ladder": [{k: r[k] for k in ("rung", "holds", "figures")} for r in results["ladder"]],
+            "verdicts": results["verdicts"]}
+
+
+def keep_seed(path: str, out: str, made_by: str) -> str:
+    """``run_summary`` of the finished study at ``path`` written as ``seed_N.json`` in ``out``; refuses a study with
+    the seed of ``out``'s own (that is the study itself, not another seed)."""
+    with open(path) as f:
+        other = json.load(f)
+    seed = other["settings"]["seed"]
+    own = os.path.join(out, "results.json")
+    if os.path.isfile(own):
+        with open(own) as f:
+            if json.load(f)["settings"]["seed"] == seed:
+                raise SystemExit(f"{path} has seed {seed}, the seed of {own}: not another seed")
+    target = os.path.join(out, f"seed_{seed}.json")
+    with open(target, "w") as f:
+        json.dump(report.jsonable(run_summary(other, made_by or path)), f, indent=1)
+    return target

@@ -1,11 +1,11 @@
 """A stage-1 try on another world: is the base's blob a world whose shapes are too alike to learn apart?
 
 ``python -m experiments.toy_atomovideo.world_try [--trail-opacity 0.7] [--base FILE]`` trains the study's base
-(same settings, seed 0) in a world whose training shapes are a square, a horizontal bar and a vertical column (a
-bar and a column differ in 15 of their 12-22 pixels; the world's square and disc differ in about 5) and whose trail
-is drawn at the given opacity (the world's: 0.45), then judges it with the study's gates. Writes
-``world_try.json`` beside ``results.json`` (the report reads it). ``--base FILE`` judges a base saved by an earlier
-try instead of training one (20 minutes here).
+(same settings, seed 0) in a world whose training shapes are a square, a horizontal bar and a vertical column
+(``pixels_apart`` in the output: how many pixels two shapes at the same place differ by) and whose trail is drawn
+at the given opacity (the world's: 0.45), then judges it with the study's gates. Writes ``world_try.json`` beside
+``results.json`` (the report reads it). ``--base FILE`` judges a base saved by an earlier try instead of training
+one (20 minutes here).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             losses = toybase.train_image_model(base, s.stage1_steps, s.stage1_batch, seed=s.seed + 1,
                                                prediction_type=s.stage1_prediction, ema=s.stage1_ema, log=print)
             seconds, loss = time.perf_counter() - start, sum(losses[-20:]) / 20
+            os.makedirs(os.path.join(args.out, "cache"), exist_ok=True)
             torch.save(base.unet.state_dict(), os.path.join(args.out, "cache", "world_try_base.pt"))
         base.freeze()
         truth = gates.truth_statistics(256, s.seed + 1)
@@ -71,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         samples = toybase.sample_images(base, [c.video_caption() for c in cases], cfg=3.0, seed=s.seed + 5,
                                         prediction_type=s.stage1_prediction)
         judged = gates.sampled_statistics(samples, cases, truth)
+        centre = world.SIZE / 2
+        apart = {f"{a}-{b}": float((gates.coverage(a, centre, centre) - gates.coverage(b, centre, centre)).abs().sum())
+                 for a, b in (("bar", "column"), ("square", "bar"), ("square", "disc"), ("disc", "cross"))}
     result = {"shapes": SHAPES, "trail_opacity": args.trail_opacity, "truth": truth, "samples": judged,
+              "pixels_apart": apart,
               "stage1_seconds": seconds, "final_loss": loss, "machine": _machine(),
               "made_by": "python -m experiments.toy_atomovideo.world_try" + (f" --base {args.base}" if args.base else "")}
     with open(os.path.join(args.out, "world_try.json"), "w") as f:
