@@ -195,6 +195,9 @@ def markdown(results: dict) -> str:
         *[_verdict(v["holds"], f"`{v['property']}`: {v['figure']} (criterion: {v['criterion']}).")
           for v in results["verdicts"]],
         "",
+        *[f"With seed {o['settings']['seed']} (\"Another seed\" below) these hold: "
+          + (", ".join(f"`{v['property']}`" for v in o["verdicts"] if v["holds"]) or "none") + f" ({sum(v['holds'] for v in o['verdicts'])} of {len(o['verdicts'])}).\n"
+          for _, o in sorted(results.get("other_seeds", {}).items())],
         "## Set-up",
         "",
         f"- **World** (`world.py`): a textured shape on a textured background, {world.SIZE}x{world.SIZE} pixels, "
