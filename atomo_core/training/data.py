@@ -210,7 +210,7 @@ def _seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
-WORKER_START = "spawn"  # how DataLoader workers start; see make_loader
+WORKER_START = "forkserver"  # how DataLoader workers start; see make_loader
 
 
 def make_loader(dataset: VideoClipDataset, sampler, batch_size: int, workers: int = 0, seed: int = 0,
@@ -219,11 +219,13 @@ def make_loader(dataset: VideoClipDataset, sampler, batch_size: int, workers: in
     """A DataLoader of ``collate_clips`` batches; a ``ResumableSampler`` is iterated endlessly (epochs roll over).
 
     The batches do not depend on ``workers``: clips are chosen by hash and DataLoader keeps the sampler's order.
-    Workers start as fresh interpreters (``"spawn"``), not as ``fork`` copies of the training process: a fork copies
-    every lock another thread of the parent holds at that instant (FFmpeg's, OpenMP's, a logger's), and a worker
-    that needs one waits forever. A fork-started worker hung the test suite in CI once; spawn costs each persistent
-    worker an interpreter start (a few seconds, once per run). ``timeout`` (seconds, 0: none) makes a worker that
-    delivers nothing for that long an error instead of a silent wait.
+    Workers are forked from a fresh single-threaded server process (``"forkserver"``), not from the training
+    process: a fork of the trainer copies every lock another of its threads holds at that instant (FFmpeg's,
+    OpenMP's, a logger's), and a worker that needs one waits forever (a fork-started worker hung the test suite in
+    CI once). Not ``"spawn"``: a spawned worker ends with a full interpreter shutdown, in which a library's C++
+    thread aborts it now and then ("terminate called without an active exception": 2 of 16 workers in a loop here;
+    forkserver's workers leave with ``os._exit``: 0 of 16). The server starts once per run (a few seconds).
+    ``timeout`` (seconds, 0: none) makes a worker that delivers nothing for that long an error, not a silent wait.
     """
     keys = _Endless(sampler) if isinstance(sampler, ResumableSampler) else sampler
     extra = {"prefetch_factor": prefetch_factor, "persistent_workers": True,

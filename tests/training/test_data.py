@@ -333,10 +333,11 @@ def test_loader_batches_do_not_depend_on_workers_and_resume(index):
                                            strict=True):
             assert (start, stride) == dataset.clip(i, epoch)
     assert plain[1]["epoch"].tolist() == [0, 1, 1] and plain[3]["epoch"].tolist() == [2, 2, 2]  # 4 per epoch
-    # workers start as fresh interpreters (a forked worker once hung CI); a stuck one fails here within 120 s
+    # workers fork from a fresh server, not from this process (a forked worker once hung CI); a stuck one fails
+    # here within 120 s
     # (a worker's start, torch's import included, takes a few seconds on this 2-core machine)
     pooled_loader = make_loader(dataset, ResumableSampler(len(dataset), seed=9), 3, workers=2, seed=9, timeout=120)
-    assert pooled_loader.multiprocessing_context.get_start_method() == "spawn"
+    assert pooled_loader.multiprocessing_context.get_start_method() == "forkserver"
     pooled = _batches(pooled_loader, 4)
     resumed_sampler = ResumableSampler(len(dataset), seed=9)
     resumed_sampler.load_state_dict(resumed_sampler.state_after(plain[1]))
