@@ -42,7 +42,7 @@ def _rejudged_lines(base: dict) -> list[str]:
     if truth.get("judged_before"):
         line += f" (before: {truth['judged_before']['shape_drawn']:.0%})"
     if "other_shape_drawn" in truth:
-        line += f"; the same frames drawn with another shape pass it in {truth['other_shape_drawn']:.0%}"
+        line += f"; the same frames drawn with another shape pass it in {truth['other_shape_drawn']:.1%}"
     line += (f". The old gates gave these samples shape drawn {before['shape_drawn']:.0%} and trail behind "
              f"{before['trail_behind']:.0%}.")
     return [line, ""]
