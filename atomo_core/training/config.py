@@ -46,6 +46,8 @@ class DataConfig:
     stride: int | tuple[int, int] = _key(4, "frame stride when sampling clips: a fixed int, or [lo, hi] drawn "
                                             "uniformly per clip")
     workers: int = _key(2, "data-loader worker processes per GPU (0: load in the training process)")
+    worker_timeout: float = _key(600.0, "seconds a data-loader worker may take to deliver a batch before the run "
+                                        "stops with an error instead of waiting (0: wait forever)")
     cache_latents: bool = _key(False, "encode each clip with the VAE once and reuse the latents (fixed clips)")
 
 
@@ -234,7 +236,7 @@ def problems(c: TrainConfig, require_paths: bool = True) -> list[str]:
     stride = c.data.stride if isinstance(c.data.stride, tuple) else (c.data.stride, c.data.stride)
     if not 1 <= stride[0] <= stride[1]:
         out.append(f"data.stride must be an int >= 1 or [lo, hi] with 1 <= lo <= hi, got {list(stride)}")
-    out += _at_least("data.workers", c.data.workers, 0)
+    out += _at_least("data.workers", c.data.workers, 0) + _at_least("data.worker_timeout", c.data.worker_timeout, 0)
     if c.init.motion_module and c.init.pia:
         out.append("init.motion_module and init.pia are both set: set one (a PIA file already holds a motion module)")
     k = c.conditioning
@@ -268,7 +270,8 @@ def problems(c: TrainConfig, require_paths: bool = True) -> list[str]:
 
 # Keys that do not change what a run computes: a resume may change them freely (``config_hash`` leaves them out).
 RESUME_SAFE_KEYS = ("output_dir", "save_every", "keep_checkpoints", "validate_every", "log_every",
-                    "gradient_checkpointing", "validation", "data.workers", "distributed")
+                    "gradient_checkpointing", "validation", "data.workers",
+                    "data.worker_timeout", "distributed")
 
 
 def _plain(value: Any) -> Any:

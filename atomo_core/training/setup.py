@@ -169,7 +169,8 @@ def build_run(config: TrainConfig, world: World) -> Run:
                                fixed_clips=config.data.cache_latents)
     sampler = ResumableSampler(len(index.entries), config.seed, world.rank, world.world_size,
                                drop_last=len(index.entries) >= world.world_size)
-    loader = make_loader(dataset, sampler, config.batch_size, config.data.workers, config.seed)
+    loader = make_loader(dataset, sampler, config.batch_size, config.data.workers, config.seed,
+                         timeout=config.data.worker_timeout)
     cache = None
     if config.data.cache_latents:  # one fixed clip per video, its latents encoded once (per base and size)
         cache = LatentCache(os.path.join(config.output_dir, "latent_cache"),

@@ -77,6 +77,22 @@ def encode_clips(run: Run, batch: dict) -> torch.Tensor:
     return torch.stack(out)
 
 
+def next_batch(batches, timeout: float):
+    """``next(batches)``, with DataLoader's bare timeout error (``data.worker_timeout``) turned into one that says
+    what happened and what to do."""
+    try:
+        return next(batches)
+    except RuntimeError as err:
+        if "DataLoader timed out" not in str(err):
+            raise
+        raise RuntimeError(
+            f"No training batch arrived from the data-loader workers in {timeout:g} s (data.worker_timeout): a worker "
+            "is stuck or far too slow (a video the decoder hangs on, a slow or unmounted network drive, a machine out "
+            "of memory). The run stopped instead of waiting; its last checkpoint is kept and the same command resumes "
+            "from it. If batches are just slow, raise data.worker_timeout (0 waits forever); data.workers=0 loads in "
+            "the training process, where a stuck read shows in its traceback.") from err
+
+
 def optimizer_step(run: Run, batches):
     """One optimiser step over ``grad_accumulation`` micro-batches: ``(losses, grad_norm, last_batch, failed,
     samples)`` with the per-micro-batch losses and the norm still tensors (``train_step`` reads them; the memory
@@ -84,7 +100,7 @@ def optimizer_step(run: Run, batches):
     accumulation = run.config.grad_accumulation
     losses, failed, samples = [], [], []
     for i in range(accumulation):
-        batch = next(batches)
+        batch = next_batch(batches, run.config.data.worker_timeout)
         inner = i < accumulation - 1 and run.world.distributed  # DDP syncs gradients on the last micro-batch only
         with run.wrapped.no_sync() if inner else contextlib.nullcontext():
             loss = micro_step(run, batch) / accumulation

@@ -137,6 +137,7 @@ def test_unknown_key_names_it_suggests_and_lists_known(override, named, suggesti
     (["adam_betas=[0.9, 1.0]"], "adam_betas[1] must be in [0, 1)"),
     (["seed=-1"], "seed must be in 0 .. 2**32 - 1"),
     (["grad_accumulation=0"], "grad_accumulation must be at least 1"),
+    (["data.worker_timeout=-1"], "data.worker_timeout must be at least 0, got -1"),
     (["distributed.backend=mpi"], "distributed.backend must be auto | nccl | gloo"),
     (["distributed.timeout_minutes=0"], "distributed.timeout_minutes must be positive"),
     (["init.motion_module=a.safetensors", "init.pia=b.ckpt"], "init.motion_module and init.pia are both set"),

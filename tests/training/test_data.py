@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import pathlib
+import time
 
 import av
 import numpy as np
@@ -347,6 +348,37 @@ def test_loader_batches_do_not_depend_on_workers_and_resume(index):
         assert all(torch.equal(a[k], b[k]) for k in ("start", "stride", "index", "epoch", "position"))
     for a, b in zip(plain[2:], resumed, strict=True):
         assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["position"], b["position"])
+
+
+class _StuckDataset(torch.utils.data.Dataset):
+    """A dataset whose every read takes far longer than the test's worker timeout (a decoder stuck on a file)."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        time.sleep(30)
+        return {"pixels": torch.zeros(1), "caption": "x", "path": "x"}
+
+
+def test_a_stuck_worker_stops_the_run_with_an_error_naming_the_setting():
+    from atomo_core.training.trainer import next_batch
+
+    # what the trainer does with data.worker_timeout (setup passes it to make_loader; optimizer_step reads batches
+    # through next_batch), at 2 s against a 30 s read
+    batches = iter(make_loader(_StuckDataset(), ResumableSampler(4, seed=0), 1, workers=1, timeout=2))
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"in 2 s \(data\.worker_timeout\).*raise data\.worker_timeout") as err:
+        next_batch(batches, 2)
+    assert time.perf_counter() - start < 25 and "DataLoader timed out" in str(err.value.__cause__)
+    del batches
+    with pytest.raises(RuntimeError, match="^something else$"):  # other errors pass through untouched
+        next_batch(_raising(), 2)
+
+
+def _raising():
+    raise RuntimeError("something else")
+    yield
 
 
 def test_latent_cache_round_trip(tmp_path):
