@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import budget, gates, toybase, world
 from .report_base import (
+    _base_try_lines,
     _gate_sweep_lines,
     _other_base_lines,
     _other_seed_lines,
@@ -253,6 +254,7 @@ def markdown(results: dict) -> str:
         *_rejudged_lines(base),
         *_gate_sweep_lines(results),
         *_world_try_lines(results),
+        *_base_try_lines(results),
         *_other_base_lines(results),
         *_other_seed_lines(results),
         "## The ladder",
@@ -376,7 +378,7 @@ def load_extras(out: str, results: dict) -> None:
     for key, name in (("ablations", "ablations.json"), ("base_gates_cfg", "base_gates_cfg.json"),
                       ("budget", "budget.json"), ("mechanism", "mechanism.json"),
                       ("budget_text_film", "budget_text_film.json"), ("base_norm_groups_8", "base_norm_groups_8.json"),
-                      ("world_try", "world_try.json")):
+                      ("world_try", "world_try.json"), ("base_tries", "base_tries.json")):
         path = os.path.join(out, name)
         if os.path.isfile(path):
             with open(path) as f:

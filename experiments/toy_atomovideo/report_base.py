@@ -101,6 +101,43 @@ def _world_try_lines(results: dict) -> list[str]:
             f"{figures}; {'passes' if g['passes'] else 'does not pass'} the gates. " + verdict, ""]
 
 
+def _base_try_lines(results: dict) -> list[str]:
+    """``base_tries.json``: the base trained with one or two things changed (``base_try.py``), judged alike."""
+    tries = results.get("base_tries")
+    if not tries:
+        return []
+    names = [name for name, _, _ in gates.GATES]
+    rows = []
+    for label, t in tries.items():
+        words = t["shape_words"]["drawn_as"]
+        drawn = ", ".join(f"{w} {max(words[w], key=words[w].get)} {max(words[w].values()):.0%}" for w in words)
+        # the study's base: the committed study's own stage-1 minutes (a cached copy may have trained beside other work)
+        seconds = results["seconds"]["stage1"] if t.get("study") and "seconds" in results else t["seconds"]
+        rows.append([label, f"{seconds / 60:.0f}", *[t["gates"][n] for n in names], t["gates"]["passes"], drawn,
+                     t["shape_words"]["shape_word_change"], t["shape_words"]["colour_word_change"],
+                     t["seen"]["t=100"]["shape_drawn"]])
+    lines = ["Stage-1 tries (`python -m experiments.toy_atomovideo.base_try`, the study's stage-1 settings and seed with "
+             "the change named; the same 64 samples at cfg 3; *drawn as*: each training shape word's 24 samples (the "
+             "same captions and noise for every word) classed by the shape that fits best, the most frequent class "
+             "and its share; *shape word* and *colour word*: the mean absolute pixel change of the samples when only "
+             "that word of the caption changes (same noise); *one-step t=100*: the shape gate on the denoiser's clean "
+             "prediction from the true frame noised to t=100, which it can see):", "",
+             _table(["try", "min", *names, "passes", "shape word drawn as", "shape word", "colour word",
+                     "one-step t=100 shape"], rows), ""]
+    passing = [label for label, t in tries.items() if t["gates"]["passes"]]
+    reads = [label for label, t in tries.items()
+             if all(max(d, key=d.get) == w for w, d in t["shape_words"]["drawn_as"].items())]
+    lines.append(("Passing the gates: " + "; ".join(passing) + "." if passing else "No try passes the gates.")
+                 + (" Drawing each shape word's own shape: " + "; ".join(reads) + "." if reads else
+                    " In none does each shape word draw its own shape most often."))
+    lines.append("")
+    for label, t in tries.items():
+        if t.get("trained_by"):
+            lines.append(f"- {label}: trained by {t['trained_by']}; judged by this module from the weights it saved "
+                         "(`--unet`).")
+    return lines + [""] if lines[-1].startswith("- ") else lines
+
+
 def _direction(verdict: dict | None) -> str:
     """"88 %" from a motion verdict's figure ("... direction right in 88% ..."), "?" without one."""
     found = re.search(r"direction right in (\d+)%", verdict["figure"]) if verdict else None

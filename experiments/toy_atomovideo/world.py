@@ -130,11 +130,8 @@ def render(case: Case, frames: int) -> torch.Tensor:
     return torch.stack([render_frame(case, f) for f in range(frames)])
 
 
-def render_frame(case: Case, f: int) -> torch.Tensor:
-    """Frame ``f`` of ``render(case, ...)``: ``[3, SIZE, SIZE]`` in 0..1."""
-    x, y = _grid(SIZE)
-    background = _background(case.background, case.background_rgb, case.texture_seed, x, y)
-    colour = torch.tensor(COLOURS[case.colour]).view(3, 1, 1)
+def _layers(case: Case, f: int, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame ``f``'s figure on the 4x grid: the trail's opacity ``alpha`` and the shape's ``mask`` (``[4H, 4W]``)."""
     cx, cy = case.centre(f)
     alpha = torch.zeros_like(x)
     span = min(float(f), TRAIL_FRAMES)
@@ -143,12 +140,30 @@ def render_frame(case: Case, f: int) -> torch.Tensor:
         gx, gy = case.centre(f - back)
         ghost = _shape_mask(case.shape, x, y, gx, gy, RADIUS).float()
         alpha = torch.maximum(alpha, ghost * TRAIL_OPACITY * (1 - back / TRAIL_FRAMES))
+    return alpha, _shape_mask(case.shape, x, y, cx, cy, RADIUS).float()
+
+
+def render_frame(case: Case, f: int) -> torch.Tensor:
+    """Frame ``f`` of ``render(case, ...)``: ``[3, SIZE, SIZE]`` in 0..1."""
+    x, y = _grid(SIZE)
+    background = _background(case.background, case.background_rgb, case.texture_seed, x, y)
+    colour = torch.tensor(COLOURS[case.colour]).view(3, 1, 1)
+    cx, cy = case.centre(f)
+    alpha, mask = _layers(case, f, x, y)
     trailed = background * (1 - alpha) + colour * alpha
-    mask = _shape_mask(case.shape, x, y, cx, cy, RADIUS).float().unsqueeze(0)
+    mask = mask.unsqueeze(0)
     # the shape's own texture moves with it: fine diagonal stripes, 25 % darker
     stripes = 0.75 + 0.25 * (torch.sin(2 * math.pi * ((x - cx) + (y - cy)) / 2.0) > 0).float().unsqueeze(0)
     frame = trailed * (1 - mask) + (colour * stripes) * mask
     return F.avg_pool2d(frame.unsqueeze(0), SUPERSAMPLE)[0]
+
+
+def figure_coverage(case: Case, f: int) -> torch.Tensor:
+    """``[SIZE, SIZE]``: the fraction of each pixel of frame ``f`` that the shape or its trail covers (what the
+    caption's words draw; the rest is background)."""
+    x, y = _grid(SIZE)
+    alpha, mask = _layers(case, f, x, y)
+    return F.avg_pool2d(torch.maximum(mask, (alpha > 0).float())[None, None], SUPERSAMPLE)[0, 0]
 
 
 def shape_mask(case: Case, frame: int = 0) -> torch.Tensor:
@@ -210,10 +225,14 @@ def training_batch(gen: torch.Generator, batch: int, frames: int) -> dict:
 STAGE1_CLIP = 8  # stage 1's frames come from clips this long: 1 in 8 at rest (frame 0), the rest with a trail
 
 
-def image_batch(gen: torch.Generator, batch: int, frames: int = STAGE1_CLIP) -> tuple[torch.Tensor, list[str]]:
+def image_batch(gen: torch.Generator, batch: int, frames: int = STAGE1_CLIP, figures: bool = False):
     """Stage 1: single frames ``[B, 3, H, W]`` in -1..1, each a random frame of a random training clip, with that
-    clip's video caption (so the image model learns what "moves left fast" looks like in one frame: the trail)."""
+    clip's video caption (so the image model learns what "moves left fast" looks like in one frame: the trail).
+    ``figures``: also each frame's ``figure_coverage`` ``[B, H, W]`` (a third element; the same draws)."""
     cases = [random_case(gen, frames) for _ in range(batch)]
     index = torch.randint(frames, (batch,), generator=gen).tolist()
     pixels = torch.stack([render_frame(c, f) for c, f in zip(cases, index, strict=True)])
-    return pixels * 2 - 1, [c.video_caption() for c in cases]
+    captions = [c.video_caption() for c in cases]
+    if figures:
+        return pixels * 2 - 1, captions, torch.stack([figure_coverage(c, f) for c, f in zip(cases, index, strict=True)])
+    return pixels * 2 - 1, captions
