@@ -1,29 +1,34 @@
 """Stage-1 tries: which change to the base's training makes it draw what its captions say?
 
-``python -m experiments.toy_atomovideo.base_try [--figure-weight K] [--width W] [--steps N] [--unet FILE]`` trains
-the study's base (its stage-1 settings and seed) with one or two things changed, then judges it:
+``python -m experiments.toy_atomovideo.base_try [--figure-weight K] [--width W] [--steps N] [--shapes S,...]
+[--unet FILE [--trained-by TEXT]] [--out DIR]`` trains the study's base (its stage-1 settings and seed) with one or two
+things changed, then judges it (``--study``: judges the study's own base, trained or reused as the study does):
 
 - the study's gates (``gates.py``) on the study's 64 samples at cfg 3;
 - what the shape words do: the same 24 captions sampled with the same noise once per training shape word, each
-  sample classed by the shape that fits its figure best (``gates.shape_scores``, without the floor). A base that
-  reads the word draws each word's shape; one that does not draws the same shape whatever the word;
+  sample classed by the study's training shape that fits its figure best (``gates.shape_scores``, without the
+  floor). A base that reads the word draws each word's shape; one that does not draws the same shape whatever the
+  word;
 - what the denoiser keeps of a true frame it sees (the one-step clean prediction from the true frame noised to t=5,
   100, 300): a base that rounds a shape it can see cannot draw one from noise.
 
 ``--figure-weight K``: pixels the shape or its trail covers count 1 + K times in the loss (``toybase``);
 ``--width W``: the UNet's four levels W channels wide (the study's: 32; the text encoder stays the study's).
-``--unet FILE``: judge a base an earlier try saved (``cache/base_try-NAME.pt``) instead of training one.
-``--study``: judge the study's own cached base the same way (the table's first row).
+``--shapes cross``: train (and judge) in the world with only these training shapes (comma-separated): whether the
+UNet can draw a shape at all, apart from reading which one a caption names.
+A try's weights are kept in ``cache/base_try-TAG.pt`` (with its settings) and reused when the same try is asked again;
+``--unet FILE``: judge weights saved elsewhere (``--trained-by``: how they were made) under the settings given.
 Each try is an entry of ``base_tries.json`` beside ``results.json`` (the report reads it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
-import sys
+import shlex
 import time
 from dataclasses import replace
 
@@ -33,6 +38,18 @@ from . import gates, ladder, report, toybase, world
 
 WORD_CASES = 24
 SEEN_STEPS = (5, 100, 300)
+CLASSES = world.TRAIN_SHAPES  # the study's training shapes: what a sample is classed as, whatever world trained it
+
+
+@contextlib.contextmanager
+def training_shapes(shapes: tuple[str, ...]):
+    """The world with ``shapes`` as its training shapes (the gates still choose among all five), restored on exit."""
+    saved = world.TRAIN_SHAPES
+    world.TRAIN_SHAPES = shapes
+    try:
+        yield
+    finally:
+        world.TRAIN_SHAPES = saved
 
 
 def make_base(seed: int, width: int, norm_groups: int):
@@ -67,7 +84,7 @@ def shape_words(base, seed: int, prediction: str, count: int = WORD_CASES) -> di
     for word in world.TRAIN_SHAPES:
         worded = [replace(c, shape=word) for c in cases]
         images = drawn[word] = sample(worded)
-        counts = dict.fromkeys(world.TRAIN_SHAPES, 0)
+        counts = dict.fromkeys(CLASSES, 0)
         hits = 0
         for image, case in zip(images, worded, strict=True):
             weight, solid, _ = gates._figure(image)
@@ -75,16 +92,17 @@ def shape_words(base, seed: int, prediction: str, count: int = WORD_CASES) -> di
                 continue
             ys, xs = torch.nonzero(solid, as_tuple=True)
             scores = gates.shape_scores(weight, float(xs.float().mean()) + 0.5, float(ys.float().mean()) + 0.5)
-            counts[max(world.TRAIN_SHAPES, key=scores.get)] += 1
+            counts[max(CLASSES, key=scores.get)] += 1
             hits += gates.image_figures(image, case)["shape_drawn"]
         drawn_as[word] = {shape: n / len(cases) for shape, n in counts.items()}
         right[word] = hits / len(cases)
     first = [replace(c, shape=world.TRAIN_SHAPES[0]) for c in cases]
     recoloured = sample([replace(c, colour=_other_colour(c)) for c in first])
     words = world.TRAIN_SHAPES
-    shape_change = sum(float((drawn[a] - drawn[b]).abs().mean()) for i, a in enumerate(words) for b in words[i + 1:])
+    pairs = [(a, b) for i, a in enumerate(words) for b in words[i + 1:]]
     return {"drawn_as": drawn_as, "right": right, "cases": len(cases),
-            "shape_word_change": shape_change / (len(words) * (len(words) - 1) / 2),
+            "shape_word_change": (sum(float((drawn[a] - drawn[b]).abs().mean()) for a, b in pairs) / len(pairs)
+                                  if pairs else None),  # one training shape: no other word to change to
             "colour_word_change": float((drawn[words[0]] - recoloured).abs().mean())}
 
 
@@ -117,6 +135,12 @@ def judge(base, seed: int, gate_samples: int, prediction: str) -> dict:
             "samples": gate_samples, "shape_words": shape_words(base, seed, prediction), "seen": seen}
 
 
+def _save(value, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save(value, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .run import FULL, Cache, _machine, train_base
 
@@ -124,40 +148,61 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure-weight", type=float, default=0.0)
     parser.add_argument("--width", type=int, default=toybase.TOY_WIDTHS[0])
     parser.add_argument("--steps", type=int, default=FULL.stage1_steps)
-    parser.add_argument("--unet", help="a saved try (cache/base_try-NAME.pt): judge it, train nothing")
-    parser.add_argument("--study", action="store_true", help="judge the study's own (cached) base")
-    parser.add_argument("--trained-by", default="", help="with --unet: how that file was made, if not by this module")
+    parser.add_argument("--shapes", default="", help="comma-separated training shapes (default: the world's)")
+    parser.add_argument("--unet", help="weights saved elsewhere ({'unet', 'seconds', 'final_loss'}): judge them")
+    parser.add_argument("--study", action="store_true", help="judge the study's own base (nothing else changed)")
+    parser.add_argument("--trained-by", default="", help="with --unet: how that file was made")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
+    shapes = tuple(w for w in args.shapes.split(",") if w) or world.TRAIN_SHAPES
+    if [w for w in shapes if w not in gates.SHAPES]:
+        parser.error(f"unknown shapes in {args.shapes!r}: the world draws {', '.join(gates.SHAPES)}")
+    if args.figure_weight < 0:
+        parser.error(f"--figure-weight must be at least 0 (0: the plain loss), got {args.figure_weight:g}")
+    changed = (args.figure_weight, args.width, args.steps, shapes) != (0.0, toybase.TOY_WIDTHS[0], FULL.stage1_steps,
+                                                                       world.TRAIN_SHAPES)
+    if args.study and (changed or args.unet or args.trained_by):
+        parser.error("--study judges the study's own base: give it alone (a changed setting is a try of its own)")
+    if args.trained_by and not args.unet:
+        parser.error("--trained-by says how a --unet file was made: give it with --unet")
     s = replace(FULL, stage1_steps=args.steps)
-    if args.study:
-        name = "the study's base"
-        base, info = train_base(FULL, Cache(args.out))
-        trained = {"seconds": info["seconds"], "final_loss": sum(info["losses"][-20:]) / 20}
-        settings = {"figure_weight": 0.0, "width": toybase.TOY_WIDTHS[0], "steps": FULL.stage1_steps}
-    else:
-        settings = {"figure_weight": args.figure_weight, "width": args.width, "steps": args.steps}
-        name = f"figure weight {args.figure_weight:g}, width {args.width}, {args.steps} steps"
-        base = make_base(s.seed, args.width, s.stage1_norm_groups)
-        path = os.path.join(args.out, "cache", f"base_try-w{args.width}-k{args.figure_weight:g}-{args.steps}.pt")
-        if args.unet:
-            saved = torch.load(args.unet, weights_only=True)
+    settings = {"figure_weight": args.figure_weight, "width": args.width, "steps": args.steps}
+    name = f"figure weight {args.figure_weight:g}, width {args.width}, {args.steps} steps"
+    tag = f"w{args.width}-k{args.figure_weight:g}-{args.steps}"
+    if shapes != world.TRAIN_SHAPES:
+        settings["shapes"] = list(shapes)
+        name += f", only {' and '.join(shapes)} in training"
+        tag += "-" + "-".join(shapes)
+    with training_shapes(shapes):
+        if args.study:
+            name = "the study's base"
+            base, info = train_base(FULL, Cache(args.out))
+            trained = {"seconds": info["seconds"], "final_loss": sum(info["losses"][-20:]) / 20}
         else:
-            start = time.perf_counter()
-            losses = toybase.train_image_model(base, s.stage1_steps, s.stage1_batch, seed=s.seed + 1,
-                                               prediction_type=s.stage1_prediction, ema=s.stage1_ema,
-                                               figure_weight=args.figure_weight, log=print)
-            saved = {"unet": base.unet.state_dict(), "seconds": time.perf_counter() - start,
-                     "final_loss": sum(losses[-20:]) / 20}
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            torch.save(saved, path)
-        base.unet.load_state_dict(saved["unet"])
-        trained = {"seconds": saved["seconds"], "final_loss": saved["final_loss"]}
-    base.freeze()
-    entry = {"settings": settings, "study": args.study, **trained, **judge(base, s.seed, s.gate_samples, s.stage1_prediction),
-             "machine": _machine(), "judged_by": "python -m experiments.toy_atomovideo.base_try "
-             + " ".join(a for a in (sys.argv[1:] if argv is None else argv) if a != args.trained_by
-                        and a != "--trained-by")}
+            base = make_base(s.seed, args.width, s.stage1_norm_groups)
+            path = os.path.join(args.out, "cache", f"base_try-{tag}.pt")
+            if args.unet or os.path.isfile(path):
+                saved = torch.load(args.unet or path, weights_only=True)
+                if saved.get("settings", settings) != settings:
+                    parser.error(f"{args.unet or path} was trained with {saved['settings']}, not {settings}")
+            else:
+                start = time.perf_counter()
+                losses = toybase.train_image_model(base, s.stage1_steps, s.stage1_batch, seed=s.seed + 1,
+                                                   prediction_type=s.stage1_prediction, ema=s.stage1_ema,
+                                                   figure_weight=args.figure_weight, log=print)
+                saved = {"unet": base.unet.state_dict(), "seconds": time.perf_counter() - start,
+                         "final_loss": sum(losses[-20:]) / 20, "settings": settings}
+                _save(saved, path)
+            base.unet.load_state_dict(saved["unet"])
+            trained = {"seconds": saved["seconds"], "final_loss": saved["final_loss"]}
+        base.freeze()
+        judged = judge(base, s.seed, s.gate_samples, s.stage1_prediction)
+    command = ["--study"] if args.study else (
+        [f"--figure-weight={args.figure_weight:g}", f"--width={args.width}", f"--steps={args.steps}"]
+        + ([f"--shapes={','.join(shapes)}"] if "shapes" in settings else []) + ([f"--unet={args.unet}"] if args.unet
+                                                                                 else []))
+    entry = {"settings": settings, "study": args.study, **trained, **judged, "machine": _machine(),
+             "judged_by": shlex.join(["python", "-m", "experiments.toy_atomovideo.base_try", *command])}
     if args.trained_by:
         entry["trained_by"] = args.trained_by
     file = os.path.join(args.out, "base_tries.json")

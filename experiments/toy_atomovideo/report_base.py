@@ -125,8 +125,8 @@ def _base_try_lines(results: dict) -> list[str]:
              _table(["try", "min", *names, "passes", "shape word drawn as", "shape word", "colour word",
                      "one-step t=100 shape"], rows), ""]
     passing = [label for label, t in tries.items() if t["gates"]["passes"]]
-    reads = [label for label, t in tries.items()
-             if all(max(d, key=d.get) == w for w, d in t["shape_words"]["drawn_as"].items())]
+    reads = [label for label, t in tries.items() if len(t["shape_words"]["drawn_as"]) > 1  # one word: nothing to read
+             and all(max(d, key=d.get) == w for w, d in t["shape_words"]["drawn_as"].items())]
     lines.append(("Passing the gates: " + "; ".join(passing) + "." if passing else "No try passes the gates.")
                  + (" Drawing each shape word's own shape: " + "; ".join(reads) + "." if reads else
                     " In none does each shape word draw its own shape most often."))

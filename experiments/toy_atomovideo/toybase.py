@@ -122,7 +122,7 @@ def train_image_model(base: BaseModel, steps: int, batch: int = 32, lr: float = 
     gen = torch.Generator().manual_seed(seed)
     losses, start = [], time.perf_counter()
     for step in range(steps):
-        pixels, captions, cover = world.image_batch(gen, batch, figures=True)
+        pixels, captions, *cover = world.image_batch(gen, batch, figures=figure_weight > 0)  # cover: [[B, H, W]]
         captions = [c if float(torch.rand(1, generator=gen)) >= 0.1 else "" for c in captions]
         x0 = base.encode_video(pixels)
         t = torch.randint(0, len(ab), (batch,), generator=gen)
@@ -133,7 +133,7 @@ def train_image_model(base: BaseModel, steps: int, batch: int = 32, lr: float = 
         pred = unet(x_t, t, encoder_hidden_states=base.encode_text(captions)).sample
         per_image = (pred - target).pow(2).flatten(1).mean(1)
         if figure_weight > 0:
-            loss = (figure_weighted((pred - target).pow(2).mean(1), cover, figure_weight) * weights[t]).mean()
+            loss = (figure_weighted((pred - target).pow(2).mean(1), cover[0], figure_weight) * weights[t]).mean()
         else:
             loss = (per_image * weights[t]).mean()
         optimizer.zero_grad(set_to_none=True)
