@@ -369,3 +369,31 @@ def test_the_figure_weight_counts_the_shape_and_its_trail_more():
     ratio = toybase.figure_weighted(on_figure, cover, k) / on_figure.flatten(1).mean(1)
     assert bool((ratio > 1.5).all()) and bool((toybase.figure_weighted(on_background, cover, k)
                                                < on_background.flatten(1).mean(1)).all())
+
+
+def test_the_report_sets_the_base_tries_side_by_side():
+    """``report_base._base_try_lines``: a row per try (the study's own minutes from the study), the conclusions drawn
+    from the figures: which tries pass, which read the shape words, and what a one-shape world says."""
+    from experiments.toy_atomovideo.report_base import _base_try_lines
+
+    def entry(shape_drawn, drawn_as, shapes=None, study=False):
+        words = {w: {s: float(s == d) for s in ("square", "disc", "cross")} for w, d in drawn_as.items()}
+        gates_ = {"noise_like": 0.0, "colour_drawn": 0.9, "shape_drawn": shape_drawn, "trail_behind": 0.6,
+                  "saturation_gap": 0.01, "passes": shape_drawn >= 0.6}
+        return {"settings": {"figure_weight": 0.0, "width": 32, "steps": 2000} | ({"shapes": shapes} if shapes else {}),
+                "study": study, "seconds": 3000.0, "final_loss": 0.1, "gates": gates_,
+                "shape_words": {"drawn_as": words, "shape_word_change": 0.03 if len(words) > 1 else None,
+                                "colour_word_change": 0.1},
+                "seen": {"t=100": {"shape_drawn": 0.4}}}
+
+    blind = {"square": "disc", "disc": "disc", "cross": "disc"}
+    tries = {"the study's base": entry(0.17, blind, study=True), "wide": entry(0.7, {w: w for w in blind}),
+             "crosses": entry(0.8, {"cross": "cross"}, shapes=["cross"])}
+    text = "\n".join(_base_try_lines({"base_tries": tries, "seconds": {"stage1": 840.0}}))
+    assert "| the study's base | 14 |" in text and "| wide | 50 |" in text and "| crosses | 50 |" in text
+    assert "Passing the gates: wide; crosses." in text
+    assert "Drawing each shape word's own shape: wide." in text  # a one-word try reads nothing
+    assert "Trained on cross alone" in text and "the UNet can draw a shape at this budget" in text
+    tries["crosses"] = entry(0.2, {"cross": "disc"}, shapes=["cross"])
+    text = "\n".join(_base_try_lines({"base_tries": tries, "seconds": {"stage1": 840.0}}))
+    assert "drawing fails before reading does" in text and "| crosses | 50 |" in text
