@@ -334,6 +334,14 @@ def test_base_try_classes_what_each_shape_word_draws(monkeypatch):
         assert set(one["drawn_as"]) == {"cross"} and set(one["drawn_as"]["cross"]) == {"square", "disc", "cross"}
         assert one["drawn_as"]["cross"]["disc"] >= 0.75 and one["shape_word_change"] is None
     assert world.TRAIN_SHAPES == ("square", "disc", "cross")
+    with base_try.training_shapes(world.TRAIN_SHAPES, 3.5):  # larger shapes: every fast 8-frame clip still fits
+        gen = torch.Generator().manual_seed(2)
+        assert all(world.fits(world.random_case(gen, world.STAGE1_CLIP, speed="fast"), world.STAGE1_CLIP)
+                   for _ in range(20))
+        large = world.random_case(gen, world.STAGE1_CLIP)
+        large_area = float(world.figure_coverage(large, 0).sum())
+    assert world.RADIUS == 2.75  # restored; the same shape at the world's radius: (3.5 / 2.75)^2 = 1.62x less area
+    assert 1.45 < large_area / float(world.figure_coverage(large, 0).sum()) < 1.8
     wide, study = base_try.make_base(0, 64, 32), toybase.make_base(0, 32)
     assert wide.unet.conv_in.out_channels == 64 and study.unet.conv_in.out_channels == 32
     assert all(torch.equal(a, b) for a, b in zip(wide.text_encoder.state_dict().values(),

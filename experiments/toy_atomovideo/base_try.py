@@ -17,6 +17,8 @@ things changed, then judges it (``--study``: judges the study's own base, traine
 ``--shapes cross``: train (and judge) in the world with only these training shapes (comma-separated): whether the
 UNet can draw a shape at all, apart from reading which one a caption names.
 A try's weights are kept in ``cache/base_try-TAG.pt`` (with its settings) and reused when the same try is asked again;
+``--radius R``: every shape R pixels in radius (the world's: 2.75; at most 3.5, so a fast shape's 8-frame clip
+still fits the 16-pixel frame): whether larger shapes are drawn crisply at the same budget.
 ``--unet FILE``: judge weights saved elsewhere (``--trained-by``: how they were made) under the settings given.
 Each try is an entry of ``base_tries.json`` beside ``results.json`` (the report reads it).
 """
@@ -42,14 +44,15 @@ CLASSES = world.TRAIN_SHAPES  # the study's training shapes: what a sample is cl
 
 
 @contextlib.contextmanager
-def training_shapes(shapes: tuple[str, ...]):
-    """The world with ``shapes`` as its training shapes (the gates still choose among all five), restored on exit."""
-    saved = world.TRAIN_SHAPES
-    world.TRAIN_SHAPES = shapes
+def training_shapes(shapes: tuple[str, ...], radius: float | None = None):
+    """The world with ``shapes`` as its training shapes (the gates still choose among all five) and shapes of
+    ``radius`` pixels (None: the world's), restored on exit."""
+    saved = world.TRAIN_SHAPES, world.RADIUS
+    world.TRAIN_SHAPES, world.RADIUS = shapes, radius or world.RADIUS
     try:
         yield
     finally:
-        world.TRAIN_SHAPES = saved
+        world.TRAIN_SHAPES, world.RADIUS = saved
 
 
 def make_base(seed: int, width: int, norm_groups: int):
@@ -149,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=toybase.TOY_WIDTHS[0])
     parser.add_argument("--steps", type=int, default=FULL.stage1_steps)
     parser.add_argument("--shapes", default="", help="comma-separated training shapes (default: the world's)")
+    parser.add_argument("--radius", type=float, default=world.RADIUS, help="the shapes' radius in pixels")
     parser.add_argument("--unet", help="weights saved elsewhere ({'unet', 'seconds', 'final_loss'}): judge them")
     parser.add_argument("--study", action="store_true", help="judge the study's own base (nothing else changed)")
     parser.add_argument("--trained-by", default="", help="with --unet: how that file was made")
@@ -159,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown shapes in {args.shapes!r}: the world draws {', '.join(gates.SHAPES)}")
     if args.figure_weight < 0:
         parser.error(f"--figure-weight must be at least 0 (0: the plain loss), got {args.figure_weight:g}")
-    changed = (args.figure_weight, args.width, args.steps, shapes) != (0.0, toybase.TOY_WIDTHS[0], FULL.stage1_steps,
-                                                                       world.TRAIN_SHAPES)
+    if not 1.0 <= args.radius <= 3.5:
+        parser.error(f"--radius must be in 1 .. 3.5 (a fast shape's 8-frame clip must fit 16 pixels), got {args.radius:g}")
+    changed = (args.figure_weight, args.width, args.steps, shapes, args.radius) != (
+        0.0, toybase.TOY_WIDTHS[0], FULL.stage1_steps, world.TRAIN_SHAPES, world.RADIUS)
     if args.study and (changed or args.unet or args.trained_by):
         parser.error("--study judges the study's own base: give it alone (a changed setting is a try of its own)")
     if args.trained_by and not args.unet:
@@ -173,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         settings["shapes"] = list(shapes)
         name += f", only {' and '.join(shapes)} in training"
         tag += "-" + "-".join(shapes)
-    with training_shapes(shapes):
+    if args.radius != world.RADIUS:
+        settings["radius"] = args.radius
+        name += f", shapes of radius {args.radius:g}"
+        tag += f"-r{args.radius:g}"
+    with training_shapes(shapes, args.radius):
         if args.study:
             name = "the study's base"
             base, info = train_base(FULL, Cache(args.out))
@@ -199,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         judged = judge(base, s.seed, s.gate_samples, s.stage1_prediction)
     command = ["--study"] if args.study else (
         [f"--figure-weight={args.figure_weight:g}", f"--width={args.width}", f"--steps={args.steps}"]
-        + ([f"--shapes={','.join(shapes)}"] if "shapes" in settings else []) + ([f"--unet={args.unet}"] if args.unet
-                                                                                 else []))
+        + ([f"--shapes={','.join(shapes)}"] if "shapes" in settings else [])
+        + ([f"--radius={args.radius:g}"] if "radius" in settings else []) + ([f"--unet={args.unet}"] if args.unet
+                                                                              else []))
     entry = {"settings": settings, "study": args.study, **trained, **judged, "machine": _machine(),
              "judged_by": shlex.join(["python", "-m", "experiments.toy_atomovideo.base_try", *command])}
     if args.trained_by:

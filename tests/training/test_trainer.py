@@ -116,7 +116,7 @@ def test_loss_falls_on_a_fixed_batch_and_only_the_trainable_weights_move(videos,
         loss.backward()
         run.optimizer.step()
         run.optimizer.zero_grad()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.7 * losses[0], losses
     after = run.base.unet.state_dict()
     assert all(torch.equal(after[k], v) for k, v in frozen.items())  # the base UNet is bit-identical
