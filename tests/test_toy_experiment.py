@@ -384,11 +384,12 @@ def test_the_report_sets_the_base_tries_side_by_side():
     from the figures: which tries pass, which read the shape words, and what a one-shape world says."""
     from experiments.toy_atomovideo.report_base import _base_try_lines
 
-    def entry(shape_drawn, drawn_as, shapes=None, study=False):
+    def entry(shape_drawn, drawn_as, shapes=None, study=False, radius=None):
         words = {w: {s: float(s == d) for s in ("square", "disc", "cross")} for w, d in drawn_as.items()}
         gates_ = {"noise_like": 0.0, "colour_drawn": 0.9, "shape_drawn": shape_drawn, "trail_behind": 0.6,
                   "saturation_gap": 0.01, "passes": shape_drawn >= 0.6}
-        return {"settings": {"figure_weight": 0.0, "width": 32, "steps": 2000} | ({"shapes": shapes} if shapes else {}),
+        settings = {"figure_weight": 0.0, "width": 32, "steps": 2000} | ({"shapes": shapes} if shapes else {})
+        return {"settings": settings | ({"radius": radius} if radius else {}), "truth": {"shape_drawn": 0.98},
                 "study": study, "seconds": 3000.0, "final_loss": 0.1, "gates": gates_,
                 "shape_words": {"drawn_as": words, "shape_word_change": 0.03 if len(words) > 1 else None,
                                 "colour_word_change": 0.1},
@@ -405,3 +406,7 @@ def test_the_report_sets_the_base_tries_side_by_side():
     tries["crosses"] = entry(0.2, {"cross": "disc"}, shapes=["cross"])
     text = "\n".join(_base_try_lines({"base_tries": tries, "seconds": {"stage1": 840.0}}))
     assert "drawing fails before reading does" in text and "| crosses | 50 |" in text
+    tries["large"] = entry(0.3, blind, radius=3.5)
+    text = "\n".join(_base_try_lines({"base_tries": tries, "seconds": {"stage1": 840.0}}))
+    assert "every shape 3.5 pixels in radius (the world's 2.75), the base draws the caption's shape in 30% (rendered " \
+           "frames at that radius: 98%)" in text and "larger shapes are not the lever" in text

@@ -135,6 +135,7 @@ def judge(base, seed: int, gate_samples: int, prediction: str) -> dict:
         stats = gates.sampled_statistics(predicted, cases, truth)
         seen[f"t={t}"] = {n: stats[n] for n in ("colour_drawn", "shape_drawn", "trail_behind")}
     return {"gates": {n: judged[n] for n, _, _ in gates.GATES} | {"passes": judged["passes"]},
+            "truth": {n: truth[n] for n in ("colour_drawn", "shape_drawn", "trail_behind")},  # rendered frames
             "samples": gate_samples, "shape_words": shape_words(base, seed, prediction), "seen": seen}
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 
-from . import gates
+from . import gates, world
 
 
 def _f(value, digits: int = 3) -> str:
@@ -142,6 +142,16 @@ def _base_try_lines(results: dict) -> list[str]:
                          "shape the caption names." if drawn >= floor else
                          "so at this budget the UNet does not draw even a shape it is shown alone: drawing fails before "
                          "reading does."))
+    for t in tries.values():
+        radius = t["settings"].get("radius")
+        if not radius:
+            continue
+        g, truth = t["gates"], t.get("truth", {})
+        seen = f" (rendered frames at that radius: {truth['shape_drawn']:.0%})" if "shape_drawn" in truth else ""
+        lines[-1] += (f" With every shape {radius:g} pixels in radius (the world's {world.RADIUS:g}), the base draws the "
+                      f"caption's shape in {g['shape_drawn']:.0%}{seen} and the trail in {g['trail_behind']:.0%}: "
+                      + ("larger shapes are drawn at this budget." if g["shape_drawn"] >= floor else
+                         "larger shapes are not the lever at this budget either."))
     lines.append("")
     for label, t in tries.items():
         if t.get("trained_by"):
