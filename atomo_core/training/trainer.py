@@ -89,9 +89,9 @@ def next_batch(batches, timeout: float):
             f"No training batch arrived from the data-loader workers in {timeout:g} s (data.worker_timeout): a worker "
             "is stuck or far too slow (a video the decoder hangs on, a slow or unmounted network drive, a machine out "
             "of memory). The run stopped instead of waiting; every checkpoint it saved is kept and the same command "
-            "resumes from the newest (or starts over if none was saved yet). If batches are just slow, raise data.worker_timeout (0 waits forever). To find "
-            "a file that hangs, run with data.workers=0 (loading in the training process, where no timeout applies) "
-            "and interrupt it: the traceback shows the read.") from err
+            "resumes from the newest (or starts over if none was saved yet). If batches are just slow, raise "
+            "data.worker_timeout (0 waits forever). To find a file that hangs, run with data.workers=0 (loading in the "
+            "training process, where no timeout applies) and interrupt it: the traceback shows the read.") from err
 
 
 def optimizer_step(run: Run, batches):

@@ -90,13 +90,10 @@ def shape_words(base, seed: int, prediction: str, count: int = WORD_CASES) -> di
         counts = dict.fromkeys(CLASSES, 0)
         hits = 0
         for image, case in zip(images, worded, strict=True):
-            weight, solid, _ = gates._figure(image)
-            if solid.sum() < 3:
-                continue
-            ys, xs = torch.nonzero(solid, as_tuple=True)
-            scores = gates.shape_scores(weight, float(xs.float().mean()) + 0.5, float(ys.float().mean()) + 0.5)
-            counts[max(CLASSES, key=scores.get)] += 1
-            hits += gates.image_figures(image, case)["shape_drawn"]
+            figures = gates.image_figures(image, case)
+            hits += figures["shape_drawn"]
+            if "shape_scores" in figures:  # a figure was found (at least 3 solid pixels)
+                counts[max(CLASSES, key=figures["shape_scores"].get)] += 1
         drawn_as[word] = {shape: n / len(cases) for shape, n in counts.items()}
         right[word] = hits / len(cases)
     first = [replace(c, shape=world.TRAIN_SHAPES[0]) for c in cases]

@@ -88,7 +88,8 @@ OFFSETS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
 
 def image_figures(image: torch.Tensor, case: world.Case) -> dict:
-    """The gate figures of one image ``[3, H, W]`` (0..1) drawn for ``case``'s caption."""
+    """The gate figures of one image ``[3, H, W]`` (0..1) drawn for ``case``'s caption (with ``shape_scores``, each
+    shape's fit, when a figure is found)."""
     weight, solid, colour = _figure(image)
     palette = {name: torch.tensor(rgb) for name, rgb in world.COLOURS.items()}
     # the figure's colour (stripes make a shape up to 25 % darker than its name) is nearest the caption's
@@ -99,7 +100,7 @@ def image_figures(image: torch.Tensor, case: world.Case) -> dict:
     if solid.sum() >= 3:
         ys, xs = torch.nonzero(solid, as_tuple=True)
         cx, cy = float(xs.float().mean()) + 0.5, float(ys.float().mean()) + 0.5
-        scores = shape_scores(weight, cx, cy)
+        scores = figures["shape_scores"] = shape_scores(weight, cx, cy)
         figures["shape_drawn"] = max(scores, key=scores.get) == case.shape and scores[case.shape] >= SHAPE_FLOOR
         dx, dy = world.DIRECTIONS[case.direction]
 
